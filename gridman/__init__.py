@@ -1,0 +1,39 @@
+"""gridman: a grid-search experiment manager.
+
+Public API (imported lazily so that ``import gridman`` and ``gridman --help`` stay light):
+``argparse_main``, ``yaml_main``, ``get_xp``, ``is_xp``, ``XP``, ``Link``, ``GridmanError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "argparse_main": "gridman.main",
+    "yaml_main": "gridman.main",
+    "DecoratedMain": "gridman.main",
+    "get_xp": "gridman.xp",
+    "is_xp": "gridman.xp",
+    "XP": "gridman.xp",
+    "Link": "gridman.link",
+    "GridmanError": "gridman.errors",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gridman' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

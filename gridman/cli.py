@@ -1,0 +1,268 @@
+"""Command line: thin typer commands over gridman.api; every GridmanError is caught here, once.
+
+Exit codes for every command: 0 success, 1 the command worked but some XPs failed, 2 bad usage
+or bad input, 3 an internal error (a bug: rerun with --verbose and report it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from . import __version__
+from .errors import EXIT_INTERNAL, EXIT_XP_FAILED, ArgvError, GridmanError, HelpRequested
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": False}
+
+
+class _Group(TyperGroup):
+    """Catches gridman's error family once, for every command."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HelpRequested as exc:
+            typer.echo(exc.message)
+            raise typer.Exit(0) from None
+        except ArgvError as exc:  # the training parser's own message, as it wrote it
+            _report(ctx, exc.message, exc)
+            raise typer.Exit(exc.exit_code) from None
+        except GridmanError as exc:
+            _report(ctx, f"gridman: error: {exc}", exc)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("gridman: interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _is_cli_framework(exc):  # usage errors, --help and exits: typer handles them
+                raise
+            _report(ctx, f"gridman: internal error: {type(exc).__name__}: {exc}", exc, bug=True)
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _is_cli_framework(exc: BaseException) -> bool:
+    # typer's own exceptions (vendored click or click itself), whatever the typer version
+    return type(exc).__module__.split(".")[0] in ("typer", "click")
+
+
+def _report(ctx: Any, text: str, exc: BaseException, bug: bool = False) -> None:
+    verbose = bool((ctx.obj or {}).get("verbose"))
+    if verbose:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    typer.echo(text, err=True)
+    if bug and not verbose:
+        typer.echo("  rerun with --verbose for the traceback, and report it", err=True)
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="gridman",
+    help="Grid-search experiment manager: XPs keyed by signature, run locally or on clusters.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gridman {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Grid-search experiment manager.
+
+    \b
+    Examples:
+      gridman run -- --lr 0.01          run one XP in the foreground
+      gridman run --sig 3f9a2c1b        run it again, from its signature
+      gridman info --sig 3f9a2c1b       inspect it: argv, state, metrics, log
+    """
+    ctx.obj = {"verbose": verbose}
+
+
+MAIN_HELP = "The main to use: a module (train), a path (train.py), optionally :NAME."
+
+
+def _project() -> Any:
+    from .project import load_project
+
+    return load_project()
+
+
+@app.command(context_settings=_PASS_THROUGH)
+def run(
+    argv: Optional[list[str]] = typer.Argument(None, help="Training arguments (after --)."),
+    sig: Optional[str] = typer.Option(None, "--sig", "-s", help="Run this XP (8 hex chars)."),
+    clear: bool = typer.Option(False, "--clear", help="Delete the XP folder first (asks)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --clear."),
+    main: Optional[str] = typer.Option(None, "--main", help=MAIN_HELP),
+) -> None:
+    """Run one XP in the foreground, recording its state, history and log.
+
+    \b
+    Examples:
+      gridman run -- --lr 0.01 --epochs 3     argparse main
+      gridman run lr=0.01 model.depth=4       YAML main overrides
+      gridman run --sig 3f9a2c1b              an XP from its signature
+      gridman run --sig 3f9a2c1b -- --epochs 9  its argv, with an override
+
+    Exit status: 0 when the XP completed, 1 when it failed, 2 for bad arguments.
+    """
+    from . import api
+
+    project = _project()
+    prepared = api.prepare(project, main, sig, argv or [])
+    if clear and prepared.exists:
+        _confirm_clear(prepared.xp.folder, yes)
+        api.clear(prepared)
+    typer.echo(f"gridman: XP {prepared.xp.sig} in {prepared.xp.folder}", err=True)
+    result = api.run(project, prepared, echo=(sys.stdout.buffer, sys.stderr.buffer))
+    typer.echo(
+        f"gridman: XP {result.sig} {result.state.value} (exit {result.exit_code}), "
+        f"log {result.log}",
+        err=True,
+    )
+    if result.state.value == "CANCELLED":
+        raise typer.Exit(130)
+    if result.state.value != "COMPLETED":
+        raise typer.Exit(EXIT_XP_FAILED)
+
+
+def _confirm_clear(folder: Path, yes: bool) -> None:
+    from .errors import UsageError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"--clear would delete {folder}", "add --yes to confirm")
+    if not typer.confirm(f"Delete {folder} and everything in it?", default=False):
+        raise typer.Exit(EXIT_XP_FAILED + 1)
+
+
+@app.command(context_settings=_PASS_THROUGH)
+def info(
+    argv: Optional[list[str]] = typer.Argument(None, help="Training arguments (after --)."),
+    sig: Optional[str] = typer.Option(None, "--sig", "-s", help="The XP's signature."),
+    log: bool = typer.Option(False, "--log", "-l", help="Print the latest attempt's log."),
+    tail: bool = typer.Option(False, "--tail", "-t", help="Follow the log until the XP ends."),
+    metrics: bool = typer.Option(False, "--metrics", "-m", help="Print the whole history."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object, nothing else."),
+    main: Optional[str] = typer.Option(None, "--main", help=MAIN_HELP),
+) -> None:
+    """Inspect one XP: signature, folder, argv, delta, state, history and last metrics.
+
+    \b
+    Examples:
+      gridman info --sig 3f9a2c1b
+      gridman info --sig 3f9a2c1b --tail
+      gridman info --json -- --lr 0.01
+    """
+    from . import api
+    from .errors import UsageError
+
+    if sig is None and not argv:
+        raise UsageError("name an XP", "give --sig SIG, or its training arguments after --")
+    found = api.info(_project(), main, sig, argv)
+    if as_json:
+        data = found.to_json()
+        if metrics:
+            data["history"] = _history(found)
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(_render_info(found))
+    if metrics:
+        for index, entry in enumerate(_history(found)):
+            typer.echo(f"  [{index}] {_flat_text(entry)}")
+    if log or tail:
+        _show_log(found, follow=tail)
+
+
+def _history(found: Any) -> list[Any]:
+    from .link import load_history
+
+    if not found.exists or found.history_error:
+        return []
+    return load_history(Path(found.folder))
+
+
+def _flat_text(entry: Any) -> str:
+    from .config import flatten
+
+    if not isinstance(entry, dict):
+        return json.dumps(entry)
+    return "  ".join(f"{k}={_fmt(v)}" for k, v in flatten(entry).items())
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def _render_info(found: Any) -> str:
+    delta = "  ".join(f"{k}={_fmt(v)}" for k, v in found.delta) or "(defaults)"
+    if found.state is None:
+        state = "never run" if found.exists else "not initialised (no folder yet)"
+    else:
+        job = found.job or {}
+        latest = (job.get("attempts") or [{}])[-1]
+        code = latest.get("exit_code")
+        state = f"{found.state} (attempt {found.attempts}" + (
+            f", exit {code})" if code is not None else ")"
+        )
+    rows = [
+        ("sig", found.sig),
+        ("folder", found.folder),
+        ("argv", " ".join(found.argv) or "(none)"),
+        ("delta", delta),
+        ("state", state),
+        ("history", f"{found.history_len} entries"),
+    ]
+    if found.history_error:
+        rows.append(("history!", found.history_error))
+    if found.last_metrics:
+        rows.append(("metrics", _flat_text(found.last_metrics)))
+    if found.log:
+        rows.append(("log", found.log))
+    return "\n".join(f"{k:<9}{v}" for k, v in rows)
+
+
+def _show_log(found: Any, follow: bool) -> None:
+    from .errors import UsageError
+    from .logs import follow_log, read_log
+
+    if not found.log:
+        if not follow:
+            raise UsageError(f"XP {found.sig} has no log yet", "it has not started yet")
+        typer.echo(f"gridman: XP {found.sig} has not started yet; waiting for its log", err=True)
+    if not follow:
+        sys.stdout.buffer.write(read_log(Path(found.log)))
+        return
+    for chunk in follow_log(Path(found.folder)):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

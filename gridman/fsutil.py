@@ -1,0 +1,92 @@
+"""Crash-safe file primitives: atomic writes, tolerant JSON reads, advisory locks.
+
+Every state file gridman writes goes through ``atomic_write_*``: the content goes to a temporary
+file in the same folder, optionally fsync'd, then is renamed over the target, so a reader sees
+either the old or the new file, never a torn one, and a crash leaves one of the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+#: Version written into every JSON state file, checked on read.
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file + rename, fsync'd when asked)."""
+    folder = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(folder)
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a directory so that a rename inside it survives a machine crash."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
+    """Text variant of :func:`atomic_write_bytes` (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf8"), fsync=fsync)
+
+
+def atomic_write_json(path: Path, data: Any, fsync: bool = True, indent: int | None = 1) -> None:
+    """Write ``data`` as JSON atomically."""
+    atomic_write_text(path, json.dumps(data, indent=indent) + "\n", fsync=fsync)
+
+
+def read_json(path: Path) -> Any:
+    """Load JSON from ``path``; raises OSError or ValueError (json.JSONDecodeError)."""
+    with open(path, encoding="utf8") as handle:
+        return json.load(handle)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block.
+
+    Yields False (and holds nothing) when ``blocking`` is False and another process holds it.
+    The lock dies with its process, so a crash never leaves a stale lock behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, flags)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                yield False
+                return
+            raise
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

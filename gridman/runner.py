@@ -1,0 +1,221 @@
+"""Runs one attempt of an XP as a child process and records it in ``job.json``.
+
+Shared by every backend that runs XPs on the machine it is on (``gridman run``, the local pool,
+MPI ranks): the child is ``python -m gridman.worker``, its output goes to the attempt's log (and,
+in the foreground, to the console too), and its end is recorded with its exit status. The XP's
+run lock is held for the whole attempt, so a second runner of the same XP is refused and a
+vanished runner is detectable (its lock is free while job.json still says RUNNING).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Optional
+
+from .errors import XPBusyError
+from .fsutil import file_lock
+from .jobs import RUN_LOCK, JobRecord, State, now, pid_alive, read_job, this_host, update_job
+
+_GRACE = 10.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How an attempt ended."""
+
+    sig: str
+    folder: Path
+    state: State
+    exit_code: Optional[int]
+    attempt: int
+    log: Path
+
+
+def worker_command(main_spec: str, root: Path, argv: Sequence[str], python: str = "") -> list[str]:
+    """The command line of a child that runs one XP (no shell involved)."""
+    return [python or sys.executable, "-m", "gridman.worker", main_spec, str(root), "--", *argv]
+
+
+def worker_env(
+    base: Mapping[str, str], dir: Path, sig: str, extra: Mapping[str, str]
+) -> dict[str, str]:
+    env = dict(base)
+    env.update(extra)
+    env["GRIDMAN_DIR"] = str(dir)  # the child must write where the parent looked
+    env["GRIDMAN_XP_SIG"] = sig
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def is_running_here(folder: Path) -> bool:
+    """True when a runner on this machine holds the XP's run lock."""
+    with file_lock(folder / RUN_LOCK, blocking=False) as got:
+        return not got
+
+
+def run_attempt(
+    folder: Path,
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    backend: str,
+    echo: Optional[tuple[BinaryIO, BinaryIO]] = None,
+    job_id: Optional[str] = None,
+    on_start: Optional[Callable[[subprocess.Popen[bytes]], None]] = None,
+) -> RunResult:
+    """Run ``command`` as a new attempt of the XP in ``folder`` and record how it ended.
+
+    With ``echo`` (stdout, stderr), the child's output is also copied to those streams and
+    Ctrl-C reaches the child (foreground); otherwise it only goes to the log.
+    """
+    with file_lock(folder / RUN_LOCK, blocking=False) as got:
+        if not got:
+            latest = (read_job(folder) or JobRecord(sig=folder.name)).latest
+            pid = latest.pid if latest else None
+            raise XPBusyError(
+                f"XP {folder.name} is already running" + (f" (pid {pid})" if pid else ""),
+                "wait for it, or cancel it first",
+            )
+        record = update_job(
+            folder,
+            lambda r: r.with_new_attempt(
+                backend,
+                State.RUNNING,
+                job_id=job_id,
+                started=now(),
+                host=this_host(),
+                submitted=_submitted(r, backend),
+            ),
+        )
+        attempt = record.latest
+        assert attempt is not None and attempt.log is not None
+        log = folder / attempt.log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        code, state = _spawn(command, cwd, env, log, echo, folder, on_start)
+        update_job(folder, lambda r: r.with_latest(state=state, exit_code=code, ended=now()))
+        return RunResult(folder.name, folder, state, code, attempt.n, log)
+
+
+def _submitted(record: JobRecord, backend: str) -> Optional[float]:
+    # A pool marks an XP PENDING when it queues it; keep that time as the submission time.
+    latest = record.latest
+    if latest and latest.state is State.PENDING and latest.backend == backend:
+        return latest.submitted
+    return now()
+
+
+def _spawn(
+    command: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    log: Path,
+    echo: Optional[tuple[BinaryIO, BinaryIO]],
+    folder: Path,
+    on_start: Optional[Callable[[subprocess.Popen[bytes]], None]],
+) -> tuple[int, State]:
+    with open(log, "ab") as log_file:
+        if echo is None:
+            proc = subprocess.Popen(
+                list(command),
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        else:
+            proc = subprocess.Popen(
+                list(command),
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        update_job(folder, lambda r: r.with_latest(pid=proc.pid))
+        if on_start is not None:
+            on_start(proc)
+        pumps = [] if echo is None else _start_pumps(proc, log_file, echo)
+        interrupted = False
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            code = _stop(proc)
+        for pump in pumps:
+            pump.join()
+    if interrupted:
+        return code, State.CANCELLED
+    return code, State.COMPLETED if code == 0 else State.FAILED
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    """After Ctrl-C (which the child got too), give it time to exit, then insist."""
+    for sig, wait in ((None, _GRACE), (signal.SIGTERM, _GRACE), (signal.SIGKILL, None)):
+        if sig is not None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        except KeyboardInterrupt:
+            continue
+    return proc.wait()
+
+
+def _start_pumps(
+    proc: subprocess.Popen[bytes], log_file: BinaryIO, echo: tuple[BinaryIO, BinaryIO]
+) -> list[threading.Thread]:
+    lock = threading.Lock()
+
+    def pump(source: BinaryIO, sink: BinaryIO) -> None:
+        fd = source.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            with lock:
+                log_file.write(chunk)
+                log_file.flush()
+            try:
+                sink.write(chunk)
+                sink.flush()
+            except (OSError, ValueError):
+                pass  # a closed console must not stop the log
+
+    assert proc.stdout is not None and proc.stderr is not None
+    threads = [
+        threading.Thread(target=pump, args=(proc.stdout, echo[0]), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, echo[1]), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def mark_vanished(folder: Path) -> Optional[JobRecord]:
+    """Record VANISHED for an attempt that says RUNNING on this host but has no runner left.
+
+    A runner holds the run lock for the whole attempt, so RUNNING with a free lock and no live
+    child process means it died without recording an end (kill -9, reboot).
+    """
+    record = read_job(folder)
+    latest = record.latest if record else None
+    if latest is None or latest.state is not State.RUNNING or latest.host != this_host():
+        return record
+    if is_running_here(folder) or pid_alive(latest.pid):
+        return record
+
+    def vanish(r: JobRecord) -> JobRecord:
+        still = r.latest is not None and r.latest.state is State.RUNNING
+        return r.with_latest(state=State.VANISHED, ended=now()) if still else r
+
+    return update_job(folder, vanish)

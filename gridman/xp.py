@@ -1,0 +1,172 @@
+"""XP: one experiment (cfg, argv, delta, sig, folder, link) and its folder on disk.
+
+Layout of ``<dir>/xps/<sig>/``: ``argv.json`` (argv, delta, gridman version), ``history.json`` (+
+its journal, see link.py), ``job.json`` (see jobs.py) and ``log/``. ``get_xp()`` returns the XP
+whose code is running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from . import __version__
+from .errors import SignatureCollisionError, UnknownXPError, UsageError
+from .fsutil import FORMAT_VERSION, atomic_write_json, read_json
+from .link import Link
+from .signature import Delta, canonical_json, delta_from_json, is_valid_sig
+
+ARGV_FILE = "argv.json"
+XPS = "xps"
+LOG_DIR = "log"
+
+
+@dataclass
+class XP:
+    """One experiment. ``folder`` is ``<dir>/xps/<sig>``; ``link`` records its metrics."""
+
+    cfg: Any
+    argv: list[str]
+    delta: Delta
+    sig: str
+    dir: Path
+    _link: Optional[Link] = field(default=None, repr=False, compare=False)
+
+    @property
+    def folder(self) -> Path:
+        return xp_folder(self.dir, self.sig)
+
+    @property
+    def link(self) -> Link:
+        if self._link is None:
+            self._link = Link(self.folder)
+        return self._link
+
+    @property
+    def history(self) -> list[Any]:
+        return self.link.history
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[XP]:
+        """Make this XP the one ``get_xp()`` returns inside the block."""
+        _stack.append(self)
+        try:
+            yield self
+        finally:
+            _stack.pop()
+            if self._link is not None:
+                self._link.close()
+
+
+_stack: list[XP] = []
+
+
+def get_xp() -> XP:
+    """The XP whose code is running (inside a decorated main)."""
+    if not _stack:
+        raise RuntimeError(
+            "gridman.get_xp() called outside an XP: call it from a function decorated with "
+            "@gridman.argparse_main or @gridman.yaml_main"
+        )
+    return _stack[-1]
+
+
+def is_xp() -> bool:
+    """True inside a decorated main."""
+    return bool(_stack)
+
+
+def check_sig(text: str) -> str:
+    """Return ``text`` if it is a signature; anything else (``../..`` included) is rejected."""
+    if not isinstance(text, str) or not is_valid_sig(text):
+        raise UsageError(
+            f"{text!r} is not a signature",
+            "a signature is exactly 8 hex characters, e.g. 3f9a2c1b (see `gridman info`)",
+        )
+    return text
+
+
+def xp_folder(dir: Path, sig: str) -> Path:
+    """``<dir>/xps/<sig>``, only for a valid signature (never escapes ``dir``)."""
+    return Path(dir) / XPS / check_sig(sig)
+
+
+def read_argv_file(folder: Path) -> dict[str, Any]:
+    """The content of ``argv.json`` (raises OSError/ValueError when unreadable)."""
+    data = read_json(folder / ARGV_FILE)
+    if not isinstance(data, dict) or not isinstance(data.get("argv"), list):
+        raise ValueError(f"{folder / ARGV_FILE}: not a gridman argv file")
+    return data
+
+
+def init_xp(xp: XP) -> None:
+    """Create the XP folder and its ``argv.json``; detect signature collisions.
+
+    An existing ``argv.json`` with the same delta is kept as is (re-initialising 10,000 XPs
+    writes nothing); one with a different delta is a collision and raises.
+    """
+    folder = xp.folder
+    path = folder / ARGV_FILE
+    try:
+        existing = read_argv_file(folder)
+    except FileNotFoundError:
+        existing = None
+    except (OSError, ValueError):
+        existing = None  # unreadable: argv.json can be regenerated, rewrite it below
+    if existing is not None:
+        try:
+            old = canonical_json(delta_from_json(existing.get("delta")))
+        except ValueError:
+            old = None
+        if old == canonical_json(xp.delta):
+            return
+        if old is not None:
+            raise SignatureCollisionError(
+                f"signature collision: {xp.sig} already holds a different XP "
+                f"(stored delta {old}, new delta {canonical_json(xp.delta)})",
+                "rename or exclude a parameter so these XPs differ, or move the old folder away",
+            )
+    (folder / LOG_DIR).mkdir(parents=True, exist_ok=True)
+    data = {
+        "version": FORMAT_VERSION,
+        "sig": xp.sig,
+        "argv": list(xp.argv),
+        "delta": [[k, v] for k, v in xp.delta],
+        "gridman": __version__,
+    }
+    # argv.json can be regenerated from the grid: atomic but not fsync'd (10,000 must stay fast).
+    atomic_write_json(path, data, fsync=False)
+
+
+def known_sigs(dir: Path) -> list[str]:
+    """Signatures of the XP folders under ``<dir>/xps``."""
+    try:
+        names = os.listdir(Path(dir) / XPS)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if is_valid_sig(n))
+
+
+def require_xp_folder(dir: Path, sig: str) -> Path:
+    """The folder of ``sig``; an unknown sig raises with the closest known ones."""
+    folder = xp_folder(dir, sig)
+    if folder.is_dir():
+        return folder
+    sigs = known_sigs(dir)
+    close = [s for s in sigs if s.startswith(sig[:3])] or _closest(sig, sigs)
+    hint = (
+        f"closest known: {', '.join(close[:5])}"
+        if close
+        else "no XP has that signature yet; `gridman grid NAME --init` creates a grid's XPs"
+    )
+    raise UnknownXPError(f"no XP with signature {sig} under {Path(dir) / XPS}", hint)
+
+
+def _closest(sig: str, sigs: list[str]) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(sig, sigs, n=5, cutoff=0.3)
