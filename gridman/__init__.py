@@ -19,6 +19,8 @@ _LAZY = {
     "XP": "gridman.xp",
     "Link": "gridman.link",
     "GridmanError": "gridman.errors",
+    "Explorer": "gridman.explore",
+    "Launcher": "gridman.explore",
 }
 
 __all__ = sorted(_LAZY)

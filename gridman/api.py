@@ -19,6 +19,7 @@ from .main import DecoratedMain
 from .project import Project, load_main, main_spec
 from .runner import (
     RunResult,
+    clear_cancel,
     is_running_here,
     mark_vanished,
     run_attempt,
@@ -87,6 +88,7 @@ def run(
     """Run the XP in the foreground (a child process), recording its state in job.json."""
     xp = prepared.xp
     init_xp(xp)
+    clear_cancel(xp.folder)
     command = worker_command(prepared.spec, project.root, xp.argv)
     env = worker_env(os.environ, xp.dir, xp.sig, {})
     return run_attempt(

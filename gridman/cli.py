@@ -259,6 +259,15 @@ def _show_log(found: Any, follow: bool) -> None:
         sys.stdout.flush()
 
 
+def _register_grid() -> None:
+    from .cli_grid import grid
+
+    app.command(name="grid")(grid)
+
+
+_register_grid()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -61,7 +61,8 @@ class DecoratedMain:
         argv = [str(a) for a in argv]
         cfg, values, defaults = self.parse(argv)
         delta = compute_delta(values, defaults, self.exclude)
-        return XP(cfg=cfg, argv=argv, delta=delta, sig=compute_sig(delta), dir=dir or self.dir)
+        sig = compute_sig(delta)
+        return XP(cfg=cfg, argv=argv, delta=delta, sig=sig, dir=dir or self.dir, params=values)
 
     def run_argv(self, argv: Sequence[str]) -> Any:
         """Build the XP for ``argv``, create its folder and run the function inside it."""

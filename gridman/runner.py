@@ -9,12 +9,13 @@ vanished runner is detectable (its lock is free while job.json still says RUNNIN
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional
@@ -69,7 +70,7 @@ def run_attempt(
     backend: str,
     echo: Optional[tuple[BinaryIO, BinaryIO]] = None,
     job_id: Optional[str] = None,
-    on_start: Optional[Callable[[subprocess.Popen[bytes]], None]] = None,
+    new_session: bool = False,
 ) -> RunResult:
     """Run ``command`` as a new attempt of the XP in ``folder`` and record how it ended.
 
@@ -84,32 +85,50 @@ def run_attempt(
                 f"XP {folder.name} is already running" + (f" (pid {pid})" if pid else ""),
                 "wait for it, or cancel it first",
             )
-        record = update_job(
-            folder,
-            lambda r: r.with_new_attempt(
-                backend,
-                State.RUNNING,
-                job_id=job_id,
-                started=now(),
-                host=this_host(),
-                submitted=_submitted(r, backend),
-            ),
-        )
+        record = update_job(folder, lambda r: _start_attempt(r, backend, job_id, new_session))
         attempt = record.latest
         assert attempt is not None and attempt.log is not None
         log = folder / attempt.log
         log.parent.mkdir(parents=True, exist_ok=True)
-        code, state = _spawn(command, cwd, env, log, echo, folder, on_start)
+        if cancel_requested(folder):
+            code, state = None, State.CANCELLED
+        else:
+            code, state = _spawn(command, cwd, env, log, echo, folder, new_session)
+            if cancel_requested(folder):
+                state = State.CANCELLED
         update_job(folder, lambda r: r.with_latest(state=state, exit_code=code, ended=now()))
+        clear_cancel(folder)
         return RunResult(folder.name, folder, state, code, attempt.n, log)
 
 
-def _submitted(record: JobRecord, backend: str) -> Optional[float]:
-    # A pool marks an XP PENDING when it queues it; keep that time as the submission time.
+def _start_attempt(
+    record: JobRecord, backend: str, job_id: Optional[str], new_session: bool
+) -> JobRecord:
+    fields = {"started": now(), "host": this_host(), "extra": {"session": new_session}}
     latest = record.latest
-    if latest and latest.state is State.PENDING and latest.backend == backend:
-        return latest.submitted
-    return now()
+    if latest and latest.state is State.PENDING and job_id and latest.job_id == job_id:
+        # A pool queued this attempt as PENDING: it now starts.
+        return record.with_latest(state=State.RUNNING, **fields)
+    return record.with_new_attempt(backend, State.RUNNING, job_id=job_id, submitted=now(), **fields)
+
+
+CANCEL_MARKER = ".cancel"
+
+
+def cancel_requested(folder: Path) -> bool:
+    """Whether ``gridman grid -C`` asked this XP's current attempt to stop."""
+    return (folder / CANCEL_MARKER).exists()
+
+
+def request_cancel(folder: Path) -> None:
+    """Ask the runner of this XP to record its attempt as CANCELLED when it ends."""
+    (folder / CANCEL_MARKER).touch()
+
+
+def clear_cancel(folder: Path) -> None:
+    """Forget a cancel request (before a new submission)."""
+    with contextlib.suppress(FileNotFoundError):
+        (folder / CANCEL_MARKER).unlink()
 
 
 def _spawn(
@@ -119,7 +138,7 @@ def _spawn(
     log: Path,
     echo: Optional[tuple[BinaryIO, BinaryIO]],
     folder: Path,
-    on_start: Optional[Callable[[subprocess.Popen[bytes]], None]],
+    new_session: bool,
 ) -> tuple[int, State]:
     with open(log, "ab") as log_file:
         if echo is None:
@@ -141,8 +160,6 @@ def _spawn(
                 stderr=subprocess.PIPE,
             )
         update_job(folder, lambda r: r.with_latest(pid=proc.pid))
-        if on_start is not None:
-            on_start(proc)
         pumps = [] if echo is None else _start_pumps(proc, log_file, echo)
         interrupted = False
         try:

@@ -34,6 +34,8 @@ class XP:
     delta: Delta
     sig: str
     dir: Path
+    #: every parsed value by key (defaults included), for names and tables
+    params: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _link: Optional[Link] = field(default=None, repr=False, compare=False)
 
     @property

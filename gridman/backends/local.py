@@ -1,0 +1,304 @@
+"""The local backend: a detached pool of worker processes on this machine.
+
+``submit`` records each XP as PENDING and drops a queue entry in ``<dir>/.pool/queue/``; a pool
+daemon (pool.py, started on demand, in its own session so that Ctrl-C on the CLI never reaches
+it) runs them with at most ``workers`` at once, each in its own process and process group, with
+GPU slots assigned through ``CUDA_VISIBLE_DEVICES``. Jobs outlive the CLI; any later command
+re-attaches by reading the XP folders. The queue entry carries the scheduling command's
+environment and interpreter, so an XP runs as if that command had started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import ConfigError, UsageError
+from ..fsutil import atomic_write_json, file_lock, read_json
+from ..jobs import JobRecord, State, now, pid_alive, read_job, this_host, update_job
+from ..runner import (
+    clear_cancel,
+    is_running_here,
+    mark_vanished,
+    request_cancel,
+    worker_command,
+    worker_env,
+)
+from .base import Backend, LaunchContext, Submission
+
+POOL = ".pool"
+_CANCEL_WAIT = 10.0
+_PENDING_GRACE = 10.0
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How many XPs run at once and which GPUs they share."""
+
+    workers: int
+    gpus: tuple[str, ...]
+    xps_per_gpu: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": 1, "workers": self.workers, "gpus": list(self.gpus),
+                "xps_per_gpu": self.xps_per_gpu}  # fmt: skip
+
+
+def pool_dir(dir: Path) -> Path:
+    return Path(dir) / POOL
+
+
+def discover_gpus(settings: dict[str, Any], env: dict[str, str]) -> tuple[str, ...]:
+    """GPUs from ``local.gpus`` (ids or a count), CUDA_VISIBLE_DEVICES, or nvidia-smi."""
+    configured = settings.get("gpus")
+    if configured is not None:
+        if isinstance(configured, int) and not isinstance(configured, bool):
+            return tuple(str(i) for i in range(configured))
+        if isinstance(configured, (list, tuple)):
+            return tuple(str(g) for g in configured)
+        raise ConfigError(f"local.gpus must be a count or a list of ids, got {configured!r}")
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return tuple(g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1")
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return ()
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(line.strip() for line in out.splitlines() if line.strip())
+
+
+class LocalBackend(Backend):
+    """Runs XPs in a detached local pool."""
+
+    name = "local"
+
+    def __init__(self, ctx: LaunchContext) -> None:
+        super().__init__(ctx)
+        self.pool = pool_dir(ctx.dir)
+
+    # -- configuration ---------------------------------------------------------------
+    def config(self, submissions: Sequence[Submission] = ()) -> PoolConfig:
+        settings = dict(self.ctx.settings)
+        gpus = discover_gpus(settings, dict(self.ctx.env))
+        per_gpu = int(settings.get("xps_per_gpu") or 1)
+        if per_gpu < 1:
+            raise ConfigError(f"local.xps_per_gpu must be >= 1, got {per_gpu}")
+        workers = settings.get("workers")
+        if workers is None:
+            wants_gpu = any(s.resources.gpus for s in submissions)
+            workers = len(gpus) * per_gpu if wants_gpu and gpus else (os.cpu_count() or 1)
+        if int(workers) < 1:
+            raise UsageError(f"workers must be >= 1, got {workers}")
+        return PoolConfig(int(workers), gpus, per_gpu)
+
+    def check(self, submissions: Sequence[Submission]) -> None:
+        cfg = self.config(submissions)
+        need = max((s.resources.gpus for s in submissions), default=0)
+        if need and need > len(cfg.gpus):
+            have = f"only {len(cfg.gpus)}" if cfg.gpus else "none"
+            raise UsageError(
+                f"XPs ask for {need} GPU(s) but this machine has {have}",
+                "run with --gpus 0 to run them without GPUs, or set local.gpus in gridman.yaml",
+            )
+
+    def describe(self) -> str:
+        cfg = self.config()
+        gpus = f", GPUs {','.join(cfg.gpus)} x{cfg.xps_per_gpu}" if cfg.gpus else ""
+        return f"local pool ({cfg.workers} workers{gpus})"
+
+    # -- submit ----------------------------------------------------------------------
+    def submit(self, submissions: Sequence[Submission]) -> None:
+        if not submissions:
+            return
+        cfg = self.config(submissions)
+        queue = self.pool / "queue"
+        queue.mkdir(parents=True, exist_ok=True)
+        (self.pool / "claimed").mkdir(exist_ok=True)
+        atomic_write_json(self.pool / "config.json", cfg.to_json(), fsync=False)
+        env = dict(self.ctx.env)
+        for sub in submissions:
+            name = f"{time.time_ns():020d}-{sub.sig}.json"
+            clear_cancel(sub.folder)
+            # job.json first: a crash before the queue entry leaves a PENDING attempt with
+            # no entry, which poll() reports as VANISHED (and --retry resubmits).
+            update_job(sub.folder, _queued(name))
+            item = {
+                "version": 1, "sig": sub.sig, "folder": str(sub.folder), "gpus": sub.resources.gpus,
+                "cwd": str(self.ctx.root),
+                "command": worker_command(self.ctx.main_spec, self.ctx.root, sub.argv,
+                                          self.ctx.python),
+                "env": worker_env(env, self.ctx.dir, sub.sig, {}),
+            }  # fmt: skip
+            _write_private(queue / name, item)
+        ensure_daemon(self.pool, self.ctx.python or sys.executable)
+
+    # -- poll ------------------------------------------------------------------------
+    def poll(self, jobs: Sequence[tuple[Path, JobRecord]]) -> dict[Path, JobRecord]:
+        fresh: dict[Path, JobRecord] = {}
+        restart = False
+        for folder, record in jobs:
+            latest = record.latest
+            if latest is None or latest.host not in (None, this_host()):
+                continue
+            if latest.state is State.RUNNING:
+                new = mark_vanished(folder)
+                if new is not None and new is not record:
+                    fresh[folder] = new
+            elif latest.state is State.PENDING and latest.backend == "local":
+                queued = bool(latest.job_id) and (self.pool / "queue" / str(latest.job_id)).exists()
+                restart |= queued
+                if not queued and self._lost(folder, latest.job_id, latest.submitted):
+                    fresh[folder] = _set_state(folder, State.VANISHED)
+        if restart:
+            ensure_daemon(self.pool, self.ctx.python or sys.executable)
+        return fresh
+
+    def _lost(self, folder: Path, job_id: Optional[str], submitted: Optional[float]) -> bool:
+        if job_id and (self.pool / "claimed" / job_id).exists():
+            return False
+        if is_running_here(folder):
+            return False
+        return submitted is None or now() - submitted > _PENDING_GRACE
+
+    # -- cancel ----------------------------------------------------------------------
+    def cancel(self, jobs: Sequence[tuple[Path, JobRecord]]) -> None:
+        waiting: list[Path] = []
+        for folder, record in jobs:
+            latest = record.latest
+            if latest is None or latest.state.finished:
+                continue
+            if (
+                latest.state is State.PENDING
+                and latest.job_id
+                and _unqueue(self.pool, latest.job_id)
+            ):
+                _set_state(folder, State.CANCELLED)
+                continue
+            request_cancel(folder)
+            _signal(folder, signal.SIGTERM)
+            waiting.append(folder)
+        _wait_finished(waiting)
+
+
+def _queued(name: str) -> Callable[[JobRecord], JobRecord]:
+    def change(record: JobRecord) -> JobRecord:
+        return record.with_new_attempt(
+            "local", State.PENDING, job_id=name, submitted=now(), host=this_host()
+        )
+
+    return change
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    # Queue entries hold the user's environment: readable by the user only.
+    atomic_write_json(path, data, fsync=True)
+    os.chmod(path, 0o600)
+
+
+def _unqueue(pool: Path, job_id: str) -> bool:
+    try:
+        os.unlink(pool / "queue" / job_id)
+    except FileNotFoundError:
+        return False  # the daemon claimed it already: it is starting or running
+    return True
+
+
+def _set_state(folder: Path, state: State) -> JobRecord:
+    def change(r: JobRecord) -> JobRecord:
+        if r.latest is None or r.latest.state.finished:
+            return r
+        return r.with_latest(state=state, ended=now())
+
+    return update_job(folder, change)
+
+
+def _signal(folder: Path, sig: int) -> None:
+    record = read_job(folder)
+    latest = record.latest if record else None
+    if latest is None or not latest.pid or latest.host != this_host():
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if latest.extra.get("session"):
+            os.killpg(latest.pid, sig)  # the XP and everything it started
+        else:
+            os.kill(latest.pid, sig)
+
+
+def _wait_finished(folders: list[Path]) -> None:
+    """Wait for runners to record the end; escalate to SIGKILL, then record it ourselves."""
+    deadline = time.monotonic() + _CANCEL_WAIT
+    killed = False
+    while folders:
+        folders = [f for f in folders if not _finished(f)]
+        if not folders:
+            return
+        if time.monotonic() > deadline:
+            if killed:
+                for folder in folders:
+                    _set_state(folder, State.CANCELLED)
+                return
+            for folder in folders:
+                _signal(folder, signal.SIGKILL)
+            killed, deadline = True, time.monotonic() + 3.0
+        time.sleep(0.05)
+
+
+def _finished(folder: Path) -> bool:
+    record = read_job(folder)
+    if record is None or record.latest is None or record.latest.state.finished:
+        return True
+    latest = record.latest
+    if latest.state is State.RUNNING and not pid_alive(latest.pid) and not is_running_here(folder):
+        _set_state(folder, State.CANCELLED)
+        return True
+    return False
+
+
+# -- the daemon ----------------------------------------------------------------------
+def daemon_alive(pool: Path) -> bool:
+    with file_lock(pool / "daemon.lock", blocking=False) as got:
+        return not got
+
+
+def ensure_daemon(pool: Path, python: str) -> None:
+    """Start a pool daemon unless one is alive (a second one exits at once if both start)."""
+    if daemon_alive(pool):
+        return
+    pool.mkdir(parents=True, exist_ok=True)
+    with open(pool / "daemon.log", "ab") as log:
+        subprocess.Popen(
+            [python, "-m", "gridman.backends.pool", str(pool)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True,
+        )  # fmt: skip
+
+
+def pool_state(pool: Path) -> dict[str, Any]:
+    """What the pool is doing (for `gridman info`/debugging)."""
+    queue = pool / "queue"
+    claimed = pool / "claimed"
+    try:
+        cfg = read_json(pool / "config.json")
+    except (OSError, ValueError):
+        cfg = {}
+    return {
+        "alive": daemon_alive(pool) if pool.exists() else False,
+        "queued": len(os.listdir(queue)) if queue.exists() else 0,
+        "running": len(os.listdir(claimed)) if claimed.exists() else 0,
+        "config": cfg,
+    }

@@ -1,0 +1,254 @@
+"""``gridman grid``: the typer command, the plan printout and the monitor (rendering only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .errors import EXIT_XP_FAILED, UsageError
+
+
+def use_color(stream: Any = None) -> bool:
+    """Colours only on a terminal, never with NO_COLOR."""
+    stream = stream or sys.stdout
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+def grid(
+    name: Optional[str] = typer.Argument(None, help="Grid file grids/NAME.py."),
+    patterns: Optional[list[str]] = typer.Argument(
+        None, help="Select XPs: lr=0.1, seed, !pat (not), 3 (index)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; schedule nothing."),
+    init: bool = typer.Option(False, "--init", help="Create XP folders (so --sig works)."),
+    cancel: bool = typer.Option(False, "--cancel", "-C", help="Cancel pending/running XPs."),
+    clear: bool = typer.Option(False, "--clear", help="Cancel, delete XP folders, start over."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --clear."),
+    retry: bool = typer.Option(False, "--retry", "-r", help="Resubmit failed/cancelled XPs."),
+    replace: bool = typer.Option(False, "--replace", "-R", help="Resubmit running XPs."),
+    replace_done: bool = typer.Option(
+        False, "--replace-done", "-D", help="Resubmit completed XPs."
+    ),
+    monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="Refresh until done."),
+    interval: float = typer.Option(5.0, "--interval", "-i", help="Refresh period, seconds."),
+    trim: Optional[int] = typer.Option(None, "--trim", "-T", help="Cut histories to XP IDX's."),
+    trim_last: bool = typer.Option(False, "--trim-last", "-L", help="Cut to the shortest."),
+    log: Optional[int] = typer.Option(None, "--log", "-l", help="Print the log of XP IDX."),
+    tail: Optional[int] = typer.Option(None, "--tail", "-t", help="Follow the log of XP IDX."),
+    folder: Optional[int] = typer.Option(None, "--folder", "-f", help="Print XP IDX's folder."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="local (default) or inline."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local pool size (>= 1)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", "-g", help="Override GPUs per XP."),
+    as_json: bool = typer.Option(False, "--json", help="Print the grid as one JSON array."),
+    grids_dir: Optional[str] = typer.Option(None, "--grids-dir", help="Folder of grid files."),
+    main: Optional[str] = typer.Option(None, "--main", help="The main (module or path)."),
+) -> None:
+    """Schedule a grid's missing XPs and show their metrics as a table.
+
+    \b
+    Examples:
+      gridman grid mygrid                 schedule what is missing, monitor until done
+      gridman grid mygrid --dry-run       print the plan (submit/keep/cancel, with reasons)
+      gridman grid mygrid lr=0.1 -r       retry the failed XPs with lr=0.1
+      gridman grid mygrid -C              cancel its pending and running XPs
+      gridman grid mygrid -t 3            follow the log of XP #3
+      gridman grid mygrid --json          the table as JSON
+
+    Exit status: 0 when every shown XP is fine, 1 when some failed, 2 for bad usage.
+    """
+    from . import gridapi
+    from .project import load_project
+    from .shep import Rules
+
+    _check_flags(interval, trim, dry_run, clear, (log, tail, folder))
+    rules = Rules(retry=retry, replace=replace, replace_done=replace_done, cancel=cancel,
+                  clear=clear)  # fmt: skip
+    options = gridapi.GridOptions(
+        name=name, patterns=tuple(patterns or ()), rules=rules, dry_run=dry_run, init=init,
+        backend=backend, workers=workers, gpus=gpus, grids_dir=grids_dir, main=main,
+    )  # fmt: skip
+    session = gridapi.open_grid(load_project(), options)
+    shown = [x for x in (log, tail, folder) if x is not None]
+    if shown:
+        _show_one(session, log, tail, folder)
+        return
+    if clear and not dry_run:
+        _confirm_clear(len(session.selected), yes)
+    say = _stderr if as_json else typer.echo
+    say(f"gridman: backend {session.backend.describe()} ({session.backend_reason})")
+    result = gridapi.run_grid(session)
+    _print_plan(result.plan, session, verbose=dry_run, say=say)
+    if result.initialised:
+        say(f"gridman: initialised {result.initialised} XP folders")
+    keep_watching = monitor and not dry_run and not cancel and not as_json
+    code = _watch(session, interval, trim, trim_last, keep_watching, as_json)
+    raise typer.Exit(code)
+
+
+def _stderr(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _check_flags(
+    interval: float, trim: Optional[int], dry_run: bool, clear: bool, shown: tuple[Any, ...]
+) -> None:
+    if interval <= 0:
+        raise UsageError(f"--interval must be > 0 seconds, got {interval}")
+    if trim is not None and trim < 0:
+        raise UsageError(f"--trim must be an XP index >= 0, got {trim}")
+    if dry_run and clear:
+        raise UsageError("--clear deletes XP folders; it cannot be a --dry-run")
+    for index in shown:
+        if index is not None and index < 0:
+            raise UsageError(f"XP index must be >= 0, got {index}")
+    if sum(x is not None for x in shown) > 1:
+        raise UsageError("--log, --tail and --folder are exclusive")
+
+
+def _confirm_clear(count: int, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"--clear would delete {count} XP folders", "add --yes to confirm")
+    if not typer.confirm(f"Cancel and delete {count} XP folders?", default=False):
+        raise typer.Exit(2)
+
+
+def _show_one(session: Any, log: Optional[int], tail: Optional[int], fold: Optional[int]) -> None:
+    index = next(x for x in (log, tail, fold) if x is not None)
+    if index >= len(session.selected):
+        raise UsageError(f"XP index {index} is out of range",
+                         f"the selection has {len(session.selected)} XPs")  # fmt: skip
+    sheep = session.sheeps[session.selected[index]]
+    if fold is not None:
+        typer.echo(str(sheep.xp.folder))
+        return
+    from .logs import follow_log, latest_log, read_log
+
+    path = latest_log(sheep.xp.folder) if sheep.xp.folder.exists() else None
+    if log is not None:
+        if path is None:
+            raise UsageError(f"XP {index} ({sheep.sig}) has no log: it has not started yet")
+        sys.stdout.buffer.write(read_log(path))
+        return
+    if path is None:
+        _stderr(f"gridman: XP {sheep.sig} has not started yet; waiting for its log")
+    sheep.xp.folder.mkdir(parents=True, exist_ok=True)
+    for chunk in follow_log(Path(sheep.xp.folder)):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+
+def _print_plan(plan: Any, session: Any, verbose: bool, say: Any) -> None:
+    counts = plan.counts()
+    by_sig = {s.sig: (i, session.names[i]) for i, s in enumerate(session.sheeps)}
+    head = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
+    say(f"gridman: plan for grid {session.grid.name}: {head or 'nothing'}")
+    steps = [s for s in plan.steps if verbose or s.action.value != "keep"]
+    for step in steps[: None if verbose else 20]:
+        where = by_sig.get(step.sig)
+        label = where[1] if where else "(removed)"
+        say(f"  {step.action.value:<8} {step.sig}  {label}: {step.reason}")
+    if not verbose and len(steps) > 20:
+        say(f"  ... and {len(steps) - 20} more (--dry-run lists them all)")
+
+
+def _rows(session: Any, trim: Optional[int], trim_last: bool) -> list[Any]:
+    from .tracker import build_rows, history_lengths
+
+    cut = None
+    if trim is not None:
+        if trim >= len(session.selected):
+            raise UsageError(f"--trim {trim} is out of range")
+        cut = history_lengths(session.sheeps, [session.selected[trim]])[0]
+    elif trim_last:
+        cut = min(history_lengths(session.sheeps, session.selected), default=0)
+    explorer = session.grid.explorer
+    return build_rows(explorer, session.sheeps, session.selected, session.names, cut)
+
+
+def _table(session: Any, rows: list[Any], color: bool) -> str:
+    from .tracker import default_columns, node_columns, render
+
+    nodes = session.grid.explorer.get_grid_metrics()
+    columns = node_columns(nodes) if nodes else default_columns(rows)
+    return render(rows, columns, color=color, base_name=session.base_name)
+
+
+def _progress(rows: list[Any]) -> str:
+    from .tracker import summary
+
+    counts = summary(rows)
+    parts = [f"{counts['done']}/{len(rows)} done", f"{counts['running']} running",
+             f"{counts['pending']} pending", f"{counts['failed']} failed"]  # fmt: skip
+    return ", ".join(parts)
+
+
+def _watch(
+    session: Any, interval: float, trim: Optional[int], trim_last: bool, monitor: bool,
+    as_json: bool,
+) -> int:  # fmt: skip
+    from .tracker import all_finished
+
+    rows = _rows(session, trim, trim_last)
+    if monitor and not all_finished(rows):
+        try:
+            rows = _monitor(session, interval, trim, trim_last, rows)
+        except KeyboardInterrupt:
+            _stderr("gridman: stopped monitoring; the XPs keep running (gridman grid "
+                    f"{session.grid.name} re-attaches, -C cancels)")  # fmt: skip
+            rows = _rows(session, trim, trim_last)
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in rows], indent=1))
+    else:
+        typer.echo(_table(session, rows, use_color()))
+        typer.echo(_progress(rows))
+    failed = any(r.state not in ("COMPLETED", "RUNNING", "PENDING", "UNKNOWN", "NEW")
+                 for r in rows)  # fmt: skip
+    return EXIT_XP_FAILED if failed else 0
+
+
+def _monitor(
+    session: Any, interval: float, trim: Optional[int], trim_last: bool, rows: list[Any]
+) -> list[Any]:
+    from .tracker import all_finished
+
+    if not sys.stdout.isatty():
+        last = ""
+        while not all_finished(rows):
+            line = _progress(rows)
+            if line != last:
+                typer.echo(f"gridman: {line}")
+                last = line
+            time.sleep(min(interval, 1.0))
+            session.refresh()
+            rows = _rows(session, trim, trim_last)
+        return rows
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    console = Console()
+
+    def view(rows: list[Any]) -> Text:
+        table = _table(session, rows, use_color())
+        lines = table.splitlines()
+        room = max(5, console.height - 3)
+        if len(lines) > room:
+            lines = [*lines[:room], f"... {len(lines) - room} more rows (full table at the end)"]
+        head = f"Monitoring grid {session.grid.name}: {_progress(rows)}  (Ctrl-C stops watching)"
+        return Text.from_ansi(head + "\n" + "\n".join(lines))
+
+    with Live(view(rows), console=console, auto_refresh=False, transient=True) as live:
+        while not all_finished(rows):
+            time.sleep(interval)
+            session.refresh()
+            rows = _rows(session, trim, trim_last)
+            live.update(view(rows), refresh=True)
+    return rows

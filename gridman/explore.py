@@ -1,0 +1,241 @@
+"""Explore functions: ``Explorer``, ``Launcher`` and the ``Herd`` they fill.
+
+API-compatible with Dora's ``dora.explore``: a grid file written for Dora runs after changing its
+imports. Every launcher call becomes an XP, validated at once (parsed by the main); a bad
+argument aborts the whole grid with the grid file and line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from .errors import GridmanError, SignatureCollisionError, UsageError
+from .resources import Resources
+from .signature import canonical_json
+
+if TYPE_CHECKING:
+    from .jobs import JobRecord
+    from .main import DecoratedMain
+    from .xp import XP
+
+
+class GridFileError(UsageError):
+    """A launcher call in a grid file is invalid; the message names the file and line."""
+
+
+@dataclass
+class Sheep:
+    """An XP of a grid together with its latest job record."""
+
+    xp: XP
+    resources: Resources
+    array: int
+    job: Optional[JobRecord] = None
+    origin: str = ""
+
+    @property
+    def sig(self) -> str:
+        return self.xp.sig
+
+    @property
+    def state(self) -> Optional[str]:
+        return self.job.state.value if self.job and self.job.state else None
+
+
+@dataclass
+class Herd:
+    """The deduplicated XPs a grid asks for, in order, grouped into job arrays."""
+
+    sheeps: dict[str, Sheep] = field(default_factory=dict)
+    job_arrays: list[list[str]] = field(default_factory=list)
+    duplicates: int = 0
+    #: resources of the open ``job_array()`` block, None outside one
+    array_resources: Optional[Resources] = None
+
+    def add(self, xp: XP, resources: Resources, origin: str) -> None:
+        if self.array_resources is None:
+            self.job_arrays.append([])
+        old = self.sheeps.get(xp.sig)
+        if old is not None:
+            if canonical_json(old.xp.delta) != canonical_json(xp.delta):
+                raise SignatureCollisionError(
+                    f"{origin}: signature collision: {xp.sig} is both "
+                    f"{canonical_json(old.xp.delta)} ({old.origin}) and "
+                    f"{canonical_json(xp.delta)}",
+                    "exclude or rename a parameter so that these XPs differ",
+                )
+            self.duplicates += 1
+            return
+        self.sheeps[xp.sig] = Sheep(xp, resources, len(self.job_arrays) - 1, origin=origin)
+        self.job_arrays[-1].append(xp.sig)
+
+
+class Launcher:
+    """Passed to explore functions; each call schedules an XP (see Dora's ``Launcher``)."""
+
+    def __init__(
+        self,
+        main: DecoratedMain,
+        herd: Herd,
+        resources: Optional[Resources] = None,
+        argv: Sequence[str] = (),
+        grid_file: Optional[Path] = None,
+    ) -> None:
+        self._main = main
+        self._herd = herd
+        self._resources = resources or Resources()
+        self._argv = list(argv)
+        self._grid_file = grid_file
+        self._array_resources: Optional[Resources] = None
+
+    def _copy(self) -> Launcher:
+        return Launcher(self._main, self._herd, self._resources, self._argv, self._grid_file)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Launcher:
+        """A new launcher whose XPs get these extra arguments (dicts, strings, lists)."""
+        return self._copy().bind_(*args, **kwargs)
+
+    def bind_(self, *args: Any, **kwargs: Any) -> Launcher:
+        """In-place :meth:`bind`."""
+        with self._located():
+            for arg in args:
+                self._argv += to_argv(self._main, arg)
+            self._argv += to_argv(self._main, kwargs)
+        return self
+
+    def slurm(self, **kwargs: Any) -> Launcher:
+        """A new launcher with other resources (``gpus``, ``time``, ``partition`` ...)."""
+        return self._copy().slurm_(**kwargs)
+
+    def slurm_(self, **kwargs: Any) -> Launcher:
+        """In-place :meth:`slurm`."""
+        with self._located():
+            self._resources = self._resources.with_changes(kwargs)
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        """Schedule one XP with this launcher's arguments plus these."""
+        with self._located():
+            argv = list(self._argv)
+            for arg in (*args, kwargs):
+                argv += to_argv(self._main, arg)
+            herd = self._herd
+            if herd.array_resources not in (None, self._resources):
+                raise UsageError("cannot change resources inside a job array")
+            xp = self._main.get_xp(argv)
+            herd.add(xp, self._resources, _caller(self._grid_file))
+
+    @contextlib.contextmanager
+    def job_array(self) -> Iterator[None]:
+        """XPs scheduled inside this block go out as one job array (same resources)."""
+        herd = self._herd
+        if herd.array_resources is not None:
+            raise GridFileError(f"{_caller(self._grid_file)}: job arrays cannot be nested")
+        herd.array_resources = self._resources
+        herd.job_arrays.append([])
+        try:
+            yield
+        finally:
+            herd.array_resources = None
+
+    @contextlib.contextmanager
+    def _located(self) -> Iterator[None]:
+        """Re-raise errors with the grid file and line of the launcher call."""
+        try:
+            yield
+        except GridFileError:
+            raise
+        except GridmanError as exc:
+            where = _caller(self._grid_file)
+            message = exc.message
+            if where and not message.startswith(where):
+                message = f"{where}: {message}"
+            raise GridFileError(message, exc.hint) from None
+
+
+def to_argv(main: DecoratedMain, arg: Any) -> list[str]:
+    """Launcher arguments -> argv: strings as is, dicts through the main, lists concatenated."""
+    if isinstance(arg, str):
+        return [arg]
+    if isinstance(arg, Mapping):
+        out: list[str] = []
+        for key, value in arg.items():
+            out += main.value_to_argv(str(key), value)
+        return out
+    if isinstance(arg, (list, tuple)):
+        out = []
+        for item in arg:
+            out += to_argv(main, item)
+        return out
+    raise UsageError(f"launcher arguments must be str, dict or list, got {type(arg).__name__}")
+
+
+def _caller(grid_file: Optional[Path]) -> str:
+    """``file:line`` of the innermost frame in the grid file (or outside gridman)."""
+    frame = sys._getframe(1)
+    own = str(Path(__file__).parent)
+    target = str(grid_file) if grid_file else None
+    fallback = ""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if target and name == target:
+            return f"{name}:{frame.f_lineno}"
+        if not fallback and not name.startswith(own) and "contextlib" not in name:
+            fallback = f"{name}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return fallback
+
+
+class Explorer:
+    """Decorator around ``explore(launcher)``; subclass it to define the grid's table."""
+
+    def __init__(self, explore: Callable[[Launcher], Any]) -> None:
+        self.explore = explore
+        self.__doc__ = explore.__doc__
+
+    def __call__(self, launcher: Launcher) -> None:
+        self.explore(launcher)
+
+    def get_grid_metrics(self) -> list[Any]:
+        """treetable nodes of the metric columns; empty means every metric, flattened."""
+        return []
+
+    def get_grid_meta(self) -> list[Any]:
+        """treetable leaves of the meta columns."""
+        import treetable as tt
+
+        return [
+            tt.leaf("index", align=">"),
+            tt.leaf("name"),
+            tt.leaf("state"),
+            tt.leaf("sig", align=">"),
+        ]
+
+    def get_colors(self) -> list[str]:
+        """ANSI colour codes cycled over rows (only used on a terminal)."""
+        return ["0", "38;5;245"]
+
+    def process_sheep(self, sheep: Sheep, history: list[Any]) -> dict[str, Any]:
+        """Override to build a row from the XP and its history; wins over process_history."""
+        raise NotImplementedError()
+
+    def process_history(self, history: list[Any]) -> dict[str, Any]:
+        """The row's metrics: the last value of every metric, plus ``epoch``."""
+        out: dict[str, Any] = {"epoch": len(history)}
+        for metrics in history:
+            if isinstance(metrics, Mapping):
+                _merge(out, metrics)
+        return out
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value

@@ -1,0 +1,88 @@
+"""XP names and pattern filters.
+
+A name shows the parameters that vary across the grid (``lr=0.01 seed=2``); the parameters all
+XPs share form the base name shown once above the table. Patterns select XPs: ``lr=0.1``
+matches the parameter exactly (never ``lr=0.15``), globs are allowed (``lr=0.1*``), a pattern
+without ``=`` matches a key, a value part or a signature prefix, ``!pat`` negates, and an
+integer selects by index.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .errors import UsageError
+from .signature import Delta
+
+
+def part(key: str, value: Any) -> str:
+    """``key=value`` as shown in names (True -> bare key, nested keys shortened)."""
+    short = ".".join([p[:3] for p in key.split(".")[:-1]] + [key.split(".")[-1]])
+    if value is True:
+        return short
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return f"{short}={text}"
+
+
+def parts_of(delta: Delta) -> list[str]:
+    return [part(k, v) for k, v in delta]
+
+
+def grid_names(
+    deltas: Sequence[Delta], params: Sequence[Mapping[str, Any]] = ()
+) -> tuple[str, list[str]]:
+    """(base name, one name per XP) where names only show what varies.
+
+    A key set by any XP of the grid is shown for every XP, with its value (default included,
+    so the XP at the default learning rate still reads ``lr=0.1``) when ``params`` are known.
+    """
+    all_parts = [parts_of(d) for d in deltas]
+    if params and len(params) == len(deltas):
+        keys = list(dict.fromkeys(k for d in deltas for k, _ in d))
+        all_parts = [
+            [part(k, p[k]) for k in keys if k in p] if p else parts
+            for p, parts in zip(params, all_parts)
+        ]
+    if not all_parts:
+        return "", []
+    common = set(all_parts[0]).intersection(*all_parts[1:]) if len(all_parts) > 1 else set()
+    base = [p for p in all_parts[0] if p in common]
+    names = [" ".join(p for p in ps if p not in common) or "(base)" for ps in all_parts]
+    return " ".join(base), names
+
+
+def _match_one(pattern: str, parts: list[str], sig: str) -> bool:
+    if "=" in pattern:
+        return any(fnmatch.fnmatchcase(p, pattern) for p in parts)
+    if sig.startswith(pattern):
+        return True
+    for p in parts:
+        key, _, value = p.partition("=")
+        if fnmatch.fnmatchcase(key, pattern) or (value and fnmatch.fnmatchcase(value, pattern)):
+            return True
+    return False
+
+
+def select(patterns: Sequence[str], deltas: Sequence[Delta], sigs: Sequence[str]) -> list[int]:
+    """Indices of the XPs matching every pattern (an integer pattern picks by index)."""
+    chosen = list(range(len(sigs)))
+    all_parts = [parts_of(d) for d in deltas]
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        text = pattern[1:] if negate else pattern
+        if not text:
+            raise UsageError(f"empty pattern {pattern!r}")
+        if text.lstrip("-").isdigit():
+            index = int(text)
+            if not 0 <= index < len(chosen):
+                raise UsageError(
+                    f"index {index} is out of range", f"the grid has {len(chosen)} XPs here"
+                )
+            keep = {chosen[index]}
+            chosen = [i for i in chosen if (i in keep) != negate]
+            continue
+        chosen = [i for i in chosen if _match_one(text, all_parts[i], sigs[i]) != negate]
+    return chosen

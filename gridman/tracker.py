@@ -1,0 +1,277 @@
+"""The tracker: the grid's XPs as rows (states, names, metrics), rendered as a table or JSON.
+
+Rows come from each XP's history through the Explorer's ``process_sheep``/``process_history``
+(by default the last value of every metric, nested dicts as column groups). One unreadable
+history only marks its own row. Columns follow ``Explorer.get_grid_metrics()`` (treetable
+nodes) when it returns any, else every metric seen. Colours only on a terminal and never with
+``NO_COLOR``; the best value of each metric is highlighted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .config import flatten
+from .explore import Explorer, Sheep
+from .link import load_history
+
+
+@dataclass(frozen=True)
+class Row:
+    """One XP of the table."""
+
+    index: int
+    name: str
+    sig: str
+    state: str
+    metrics: dict[str, Any]  # nested, as the Explorer returned it
+    error: Optional[str]
+    argv: list[str]
+    folder: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` contract: one object per XP with these keys."""
+        flat = {k: v for k, v in flatten(self.metrics).items() if not isinstance(v, dict)}
+        return {
+            "index": self.index, "name": self.name, "sig": self.sig, "state": self.state,
+            "argv": self.argv, "folder": self.folder, "metrics": flat, "error": self.error,
+        }  # fmt: skip
+
+
+def state_of(sheep: Sheep) -> str:
+    return sheep.state or "NEW"
+
+
+def build_rows(
+    explorer: Explorer,
+    sheeps: Sequence[Sheep],
+    indices: Sequence[int],
+    names: Sequence[str],
+    trim: Optional[int] = None,
+) -> list[Row]:
+    """Rows for ``sheeps[i]`` for i in indices; histories cut to ``trim`` entries if given."""
+    custom = type(explorer).process_sheep is not Explorer.process_sheep
+    rows = []
+    for i in indices:
+        sheep = sheeps[i]
+        error = None
+        try:
+            history = load_history(sheep.xp.folder) if sheep.xp.folder.exists() else []
+            if trim is not None:
+                history = history[:trim]
+            metrics = explorer.process_sheep(sheep, history) if custom else (
+                explorer.process_history(history))  # fmt: skip
+        except Exception as exc:  # one bad history or hook marks its row, never the table
+            metrics, error = {}, f"{type(exc).__name__}: {exc}"
+        rows.append(Row(i, names[i], sheep.sig, state_of(sheep), dict(metrics or {}), error,
+                        list(sheep.xp.argv), str(sheep.xp.folder)))  # fmt: skip
+    return rows
+
+
+def history_lengths(sheeps: Sequence[Sheep], indices: Sequence[int]) -> list[int]:
+    out = []
+    for i in indices:
+        try:
+            out.append(len(load_history(sheeps[i].xp.folder)))
+        except Exception:
+            out.append(0)
+    return out
+
+
+# -- rendering ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Column:
+    path: tuple[str, ...]  # keys into the row's nested metrics, or ("meta", name)
+    fmt: str = ""
+    align: str = ">"
+
+
+def default_columns(rows: Sequence[Row]) -> list[Column]:
+    """Every metric seen, in first-seen order, grouped by their first key."""
+    seen: dict[tuple[str, ...], None] = {}
+    for row in rows:
+        for key in flatten(row.metrics):
+            seen.setdefault(tuple(key.split(".")), None)
+    groups: dict[str, list[tuple[str, ...]]] = {}
+    for path in seen:
+        groups.setdefault(path[0] if len(path) > 1 else "", []).append(path)
+    return [Column(p) for paths in groups.values() for p in paths]
+
+
+def node_columns(nodes: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[Column]:
+    """Columns from treetable nodes (``tt.group``/``tt.leaf``), keeping their formats."""
+    out = []
+    for node in nodes:
+        path = (*prefix, str(node.key))
+        if getattr(node, "groups", None) is None:
+            out.append(Column(path, node.format or "", node.align or ">"))
+        else:
+            out += node_columns(node.groups, path)
+    return out
+
+
+def fmt_value(value: Any, spec: str = "") -> str:
+    if value is None:
+        return ""
+    if spec:
+        try:
+            return format(value, spec)
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
+            return f"{value:.3e}"
+        digits = max(0, 4 - len(str(int(abs(value)))))
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+_LOWER_IS_BETTER = ("loss", "err", "ppl", "perplexity", "wer", "cer", "mse", "mae", "nll")
+_STATE_STYLE = {
+    "COMPLETED": "32", "RUNNING": "36", "PENDING": "33", "NEW": "2", "CANCELLED": "35",
+    "FAILED": "31", "VANISHED": "31", "TIMEOUT": "31", "OUT_OF_MEMORY": "31",
+    "NODE_FAIL": "31", "PREEMPTED": "33", "UNKNOWN": "2",
+}  # fmt: skip
+
+
+def _get(metrics: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = metrics
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return None if isinstance(node, Mapping) else node
+
+
+def _best(rows: Sequence[Row], col: Column) -> Optional[float]:
+    name = col.path[-1].lower()
+    if name in ("epoch", "step", "epochs") or len(rows) < 2:
+        return None
+    values = [
+        v
+        for r in rows
+        if isinstance(v := _get(r.metrics, col.path), (int, float))
+        and not isinstance(v, bool)
+        and not (isinstance(v, float) and math.isnan(v))
+    ]
+    if len(values) < 2:
+        return None
+    lower = any(tag in name for tag in _LOWER_IS_BETTER)
+    return float(min(values) if lower else max(values))
+
+
+def render(
+    rows: Sequence[Row], columns: Sequence[Column], color: bool = False, base_name: str = ""
+) -> str:
+    """The table as text; ANSI colours only when ``color``."""
+    meta = [("index", ">"), ("name", "<"), ("state", "<"), ("sig", "<")]
+    table: list[list[str]] = []
+    for row in rows:
+        cells = [str(row.index), row.name, row.state, row.sig]
+        if row.error:
+            cells += [f"! {row.error}"] + [""] * (len(columns) - 1) if columns else []
+        else:
+            cells += [fmt_value(_get(row.metrics, c.path), c.fmt) for c in columns]
+        table.append(cells)
+    headers = [m for m, _ in meta] + [c.path[-1] for c in columns]
+    aligns = [a for _, a in meta] + [c.align for c in columns]
+    groups = [""] * len(meta) + [".".join(c.path[:-1]) for c in columns]
+    widths = [max([len(h)] + [len(r[i]) for r in table if i < len(r)]) for i, h in
+              enumerate(headers)]  # fmt: skip
+    if any(r.error for r in rows) and columns:
+        widths[len(meta)] = max(widths[len(meta)], 1)
+    best = [None] * len(meta) + [_best(rows, c) for c in columns]
+    lines = []
+    if base_name:
+        lines.append(f"Base: {base_name}")
+    lines += _header(headers, groups, widths, color)
+    seps = [_sep(groups, i) if i else "" for i in range(len(headers))]
+    for row, cells in zip(rows, table):
+        lines.append(_line(row, cells, widths, aligns, seps, best, color, len(meta)))
+    return "\n".join(lines)
+
+
+def _sep(groups: Sequence[str], i: int) -> str:
+    return " | " if i > 0 and (i == 4 or groups[i] != groups[i - 1]) else "  "
+
+
+def _header(headers: list[str], groups: list[str], widths: list[int], color: bool) -> list[str]:
+    top, bottom = [], []
+    i = 0
+    while i < len(headers):
+        j = i
+        while j + 1 < len(headers) and groups[j + 1] == groups[i] and j + 1 != 4:
+            j += 1
+        span = sum(widths[i : j + 1]) + 2 * (j - i)
+        top.append(_sep(groups, i) if i else "")
+        top.append(groups[i].center(span) if groups[i] else " " * span)
+        for k in range(i, j + 1):
+            bottom.append(_sep(groups, k) if k else "")
+            bottom.append(headers[k].ljust(widths[k]))
+        i = j + 1
+    lines = ["".join(bottom).rstrip()]
+    if any(groups):
+        lines.insert(0, "".join(top).rstrip())
+    if color:
+        lines = [f"\033[1m{line}\033[0m" for line in lines]
+    return lines
+
+
+def _line(
+    row: Row, cells: list[str], widths: list[int], aligns: list[str], seps: list[str],
+    best: list[Any], color: bool, n_meta: int,
+) -> str:  # fmt: skip
+    out = []
+    for i, cell in enumerate(cells):
+        width = widths[i] if i < len(widths) else len(cell)
+        text = cell.rjust(width) if aligns[i] == ">" else cell.ljust(width)
+        if color:
+            style = _cell_style(row, i, cell, best, n_meta)
+            if style:
+                text = f"\033[{style}m{text}\033[0m"
+        out.append(seps[i] if i < len(seps) else "  ")
+        out.append(text)
+    return "".join(out).rstrip()
+
+
+def _cell_style(row: Row, i: int, cell: str, best: list[Any], n_meta: int) -> str:
+    if i == 2:
+        return _STATE_STYLE.get(row.state, "")
+    if row.error and i == n_meta:
+        return "31"
+    if i >= n_meta and best[i] is not None and cell:
+        try:
+            if math.isclose(float(cell), best[i], rel_tol=5e-4, abs_tol=1e-12):
+                return "1;32"
+        except ValueError:
+            return ""
+    return ""
+
+
+def summary(rows: Sequence[Row]) -> dict[str, int]:
+    """Counts for the progress line: done / running / pending / failed / other."""
+    out = {"done": 0, "running": 0, "pending": 0, "failed": 0, "new": 0}
+    for row in rows:
+        state = row.state
+        if state == "COMPLETED":
+            out["done"] += 1
+        elif state == "RUNNING":
+            out["running"] += 1
+        elif state in ("PENDING", "UNKNOWN"):
+            out["pending"] += 1
+        elif state == "NEW":
+            out["new"] += 1
+        else:
+            out["failed"] += 1
+    return out
+
+
+def all_finished(rows: Sequence[Row]) -> bool:
+    return all(r.state not in ("RUNNING", "PENDING", "UNKNOWN") for r in rows)
