@@ -87,7 +87,7 @@ def grid(
     if result.initialised:
         say(f"gridman: initialised {result.initialised} XP folders")
     keep_watching = monitor and not dry_run and not cancel and not as_json
-    code = _watch(session, interval, trim, trim_last, keep_watching, as_json)
+    code = _watch(session, interval, trim, trim_last, keep_watching, as_json, result.plan)
     raise typer.Exit(code)
 
 
@@ -146,17 +146,25 @@ def _show_one(session: Any, log: Optional[int], tail: Optional[int], fold: Optio
 
 
 def _print_plan(plan: Any, session: Any, verbose: bool, say: Any) -> None:
+    """The plan: counts, then each step that does something (every step with --dry-run,
+    grouped by reason past 200 XPs)."""
     counts = plan.counts()
-    by_sig = {s.sig: (i, session.names[i]) for i, s in enumerate(session.sheeps)}
+    labels = {s.sig: session.names[i] for i, s in enumerate(session.sheeps)}
     head = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
     say(f"gridman: plan for grid {session.grid.name}: {head or 'nothing'}")
     steps = [s for s in plan.steps if verbose or s.action.value != "keep"]
-    for step in steps[: None if verbose else 20]:
-        where = by_sig.get(step.sig)
-        label = where[1] if where else "(removed)"
+    limit = 200 if verbose else 20
+    for step in steps[:limit]:
+        label = labels.get(step.sig, "(removed from the grid)")
         say(f"  {step.action.value:<8} {step.sig}  {label}: {step.reason}")
-    if not verbose and len(steps) > 20:
-        say(f"  ... and {len(steps) - 20} more (--dry-run lists them all)")
+    if len(steps) > limit:
+        groups: dict[tuple[str, str], int] = {}
+        for step in steps[limit:]:
+            key = (step.action.value, step.reason)
+            groups[key] = groups.get(key, 0) + 1
+        say(f"  ... and {len(steps) - limit} more:")
+        for (action, reason), n in sorted(groups.items(), key=lambda kv: -kv[1]):
+            say(f"  {action:<8} x{n}: {reason}")
 
 
 def _rows(session: Any, trim: Optional[int], trim_last: bool) -> list[Any]:
@@ -192,7 +200,7 @@ def _progress(rows: list[Any]) -> str:
 
 def _watch(
     session: Any, interval: float, trim: Optional[int], trim_last: bool, monitor: bool,
-    as_json: bool,
+    as_json: bool, plan: Any = None,
 ) -> int:  # fmt: skip
     from .tracker import all_finished
 
@@ -205,7 +213,15 @@ def _watch(
                     f"{session.grid.name} re-attaches, -C cancels)")  # fmt: skip
             rows = _rows(session, trim, trim_last)
     if as_json:
-        typer.echo(json.dumps([r.to_json() for r in rows], indent=1))
+        steps = {s.sig: s for s in plan.steps} if plan is not None else {}
+        data = []
+        for row in rows:
+            item = row.to_json()
+            if row.sig in steps:
+                item["plan"] = {"action": steps[row.sig].action.value,
+                                "reason": steps[row.sig].reason}  # fmt: skip
+            data.append(item)
+        typer.echo(json.dumps(data, indent=1))
     else:
         typer.echo(_table(session, rows, use_color()))
         typer.echo(_progress(rows))

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import GridmanError, SignatureCollisionError, UsageError
 from .resources import Resources
-from .signature import canonical_json
 
 if TYPE_CHECKING:
     from .jobs import JobRecord
@@ -62,11 +61,10 @@ class Herd:
             self.job_arrays.append([])
         old = self.sheeps.get(xp.sig)
         if old is not None:
-            if canonical_json(old.xp.delta) != canonical_json(xp.delta):
+            if old.xp.canonical != xp.canonical:
                 raise SignatureCollisionError(
                     f"{origin}: signature collision: {xp.sig} is both "
-                    f"{canonical_json(old.xp.delta)} ({old.origin}) and "
-                    f"{canonical_json(xp.delta)}",
+                    f"{old.xp.canonical} ({old.origin}) and {xp.canonical}",
                     "exclude or rename a parameter so that these XPs differ",
                 )
             self.duplicates += 1
@@ -176,19 +174,21 @@ def to_argv(main: DecoratedMain, arg: Any) -> list[str]:
 
 
 def _caller(grid_file: Optional[Path]) -> str:
-    """``file:line`` of the innermost frame in the grid file (or outside gridman)."""
-    frame = sys._getframe(1)
-    own = str(Path(__file__).parent)
+    """``file:line`` of the innermost frame in the grid file (else the first outside gridman)."""
     target = str(grid_file) if grid_file else None
-    fallback = ""
+    frame: Any = sys._getframe(1)
+    first = None
     while frame is not None:
         name = frame.f_code.co_filename
-        if target and name == target:
+        if name == target:
             return f"{name}:{frame.f_lineno}"
-        if not fallback and not name.startswith(own) and "contextlib" not in name:
-            fallback = f"{name}:{frame.f_lineno}"
-        frame = frame.f_back  # type: ignore[assignment]
-    return fallback
+        if first is None and not name.startswith(_OWN) and "contextlib" not in name:
+            first = f"{name}:{frame.f_lineno}"
+        frame = frame.f_back
+    return first or ""
+
+
+_OWN = str(Path(__file__).parent)
 
 
 class Explorer:

@@ -26,7 +26,7 @@ from .main import DecoratedMain
 from .names import grid_names, select
 from .project import Project, load_main, main_spec
 from .shep import Plan, Rules, make_plan
-from .xp import init_xp, xp_folder
+from .xp import init_many, xp_folder
 
 GRIDS = "grids"
 LOCK = ".gridman.lock"
@@ -177,8 +177,7 @@ def run_grid(session: GridSession) -> GridResult:
         plan = make_plan([(s.sig, s.job) for s in chosen], opts.rules, removed)
         initialised = 0
         if opts.init:
-            for sheep in chosen:
-                init_xp(sheep.xp)
+            init_many([s.xp for s in chosen])
             initialised = len(chosen)
         if opts.dry_run:
             return GridResult(plan, False, initialised)
@@ -207,8 +206,7 @@ def _commit(session: GridSession, plan: Plan, chosen: list[Sheep]) -> None:
             shutil.rmtree(sheep.xp.folder, ignore_errors=True)
             sheep.job = None
     submit = [by_sig[sig] for sig in plan.to_submit() if sig in by_sig]
-    for sheep in submit:
-        init_xp(sheep.xp)
+    init_many([s.xp for s in submit])
     session.backend.submit([_submission(s) for s in submit])
     session.refresh(submit)
 

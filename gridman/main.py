@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from .config import AttrDict, apply_overrides, flatten, load_mapping
 from .errors import ArgvError, GridmanError, HelpRequested
-from .signature import compute_delta, compute_sig
+from .signature import canonical_json, compute_delta, sig_of_canonical
 from .xp import XP, init_xp
 
 Func = Callable[[], Any]
@@ -33,6 +33,7 @@ class DecoratedMain:
     def __init__(self, func: Func, dir: str | os.PathLike[str], exclude: Sequence[str]) -> None:
         self.func = func
         self._dir = Path(dir)
+        self._dir_cache: Optional[tuple[tuple[Optional[str], str], Path]] = None
         self.exclude = list(exclude)
         self.source = Path(inspect.getfile(func)).absolute()
         self.__doc__ = func.__doc__
@@ -50,19 +51,32 @@ class DecoratedMain:
     # -- shared behaviour ---------------------------------------------------------------
     @property
     def dir(self) -> Path:
-        """Where XP folders go: GRIDMAN_DIR, else gridman.yaml's ``dir``, else the decorator's."""
-        from .project import load_project
+        """Where XP folders go: GRIDMAN_DIR, else gridman.yaml's ``dir``, else the decorator's.
 
-        project = load_project(_project_start(self.source))
-        return project.dir or project.resolve(self._dir)
+        Resolved once per process and per GRIDMAN_DIR value (it is read for every XP).
+        """
+        key = (os.environ.get("GRIDMAN_DIR"), os.getcwd())
+        if self._dir_cache is None or self._dir_cache[0] != key:
+            env = key[0]
+            if env:
+                resolved = Path(env).absolute()
+            else:
+                from .project import load_project
+
+                project = load_project(_project_start(self.source))
+                resolved = project.dir or project.resolve(self._dir)
+            self._dir_cache = (key, resolved)
+        return self._dir_cache[1]
 
     def get_xp(self, argv: Sequence[str], dir: Optional[Path] = None) -> XP:
         """Parse ``argv`` into an XP (nothing is written)."""
         argv = [str(a) for a in argv]
         cfg, values, defaults = self.parse(argv)
         delta = compute_delta(values, defaults, self.exclude)
-        sig = compute_sig(delta)
-        return XP(cfg=cfg, argv=argv, delta=delta, sig=sig, dir=dir or self.dir, params=values)
+        text = canonical_json(delta)
+        sig = sig_of_canonical(text)
+        return XP(cfg=cfg, argv=argv, delta=delta, sig=sig, dir=dir or self.dir, params=values,
+                  _canonical=text)  # fmt: skip
 
     def run_argv(self, argv: Sequence[str]) -> Any:
         """Build the XP for ``argv``, create its folder and run the function inside it."""

@@ -20,10 +20,18 @@ from .signature import Delta
 
 def part(key: str, value: Any) -> str:
     """``key=value`` as shown in names (True -> bare key, nested keys shortened)."""
-    short = ".".join([p[:3] for p in key.split(".")[:-1]] + [key.split(".")[-1]])
+    if "." in key:
+        pieces = key.split(".")
+        key = ".".join([p[:3] for p in pieces[:-1]] + [pieces[-1]])
+    short = key
     if value is True:
         return short
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        text = repr(value)  # what json.dumps writes for numbers, without its overhead
+    else:
+        text = json.dumps(value, separators=(",", ":"))
     return f"{short}={text}"
 
 

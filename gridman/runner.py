@@ -18,10 +18,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import Any, BinaryIO, Optional
 
 from .errors import XPBusyError
-from .fsutil import file_lock
+from .fsutil import file_lock, read_json
 from .jobs import RUN_LOCK, JobRecord, State, now, pid_alive, read_job, this_host, update_job
 
 _GRACE = 10.0
@@ -90,6 +90,8 @@ def run_attempt(
         assert attempt is not None and attempt.log is not None
         log = folder / attempt.log
         log.parent.mkdir(parents=True, exist_ok=True)
+        status = status_file(folder, attempt.n)
+        env = {**env, "GRIDMAN_STATUS_FILE": str(status)}
         if cancel_requested(folder):
             code, state = None, State.CANCELLED
         else:
@@ -113,6 +115,19 @@ def _start_attempt(
 
 
 CANCEL_MARKER = ".cancel"
+
+
+def status_file(folder: Path, attempt: int) -> Path:
+    """Where the worker of an attempt records its own start and exit status."""
+    return folder / "log" / f"{attempt}.status.json"
+
+
+def _worker_status(folder: Path, attempt: int) -> dict[str, Any]:
+    try:
+        data = read_json(status_file(folder, attempt))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def cancel_requested(folder: Path) -> bool:
@@ -231,8 +246,16 @@ def mark_vanished(folder: Path) -> Optional[JobRecord]:
     if is_running_here(folder) or pid_alive(latest.pid):
         return record
 
+    said = _worker_status(folder, latest.n)
+
     def vanish(r: JobRecord) -> JobRecord:
-        still = r.latest is not None and r.latest.state is State.RUNNING
-        return r.with_latest(state=State.VANISHED, ended=now()) if still else r
+        if r.latest is None or r.latest.state is not State.RUNNING:
+            return r
+        code = said.get("exit_code")
+        if isinstance(code, int):
+            # The runner died but the XP itself recorded how it ended.
+            state = State.COMPLETED if code == 0 else State.FAILED
+            return r.with_latest(state=state, exit_code=code, ended=said.get("ended", now()))
+        return r.with_latest(state=State.VANISHED, ended=now())
 
     return update_job(folder, vanish)

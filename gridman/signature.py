@@ -95,7 +95,11 @@ def canonical_json(delta: Iterable[tuple[str, Any]]) -> str:
 
 def compute_sig(delta: Iterable[tuple[str, Any]]) -> str:
     """sha1 of ``canonical_json(delta)``, first 8 hex characters."""
-    text = canonical_json(delta)
+    return sig_of_canonical(canonical_json(delta))
+
+
+def sig_of_canonical(text: str) -> str:
+    """The signature of an already canonical delta text."""
     return hashlib.sha1(text.encode("utf8")).hexdigest()[:SIG_LENGTH]
 
 

@@ -7,7 +7,9 @@ a traceback that shows the user's frames, not gridman's.
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -18,12 +20,32 @@ def main(args: Optional[list[str]] = None) -> int:
         print("usage: python -m gridman.worker MAIN ROOT -- ARGV...", file=sys.stderr)
         return 2
     spec, root, xp_argv = args[0], Path(args[1]), args[3:]
-    from .errors import GridmanError
-    from .project import load_main, load_project, user_traceback
+    status = os.environ.get("GRIDMAN_STATUS_FILE")
+    if status:
+        _write_status(status, {"pid": os.getpid(), "started": time.time()})
+    code = _run(spec, root, xp_argv)
+    if status:
+        _write_status(status, {"pid": os.getpid(), "ended": time.time(), "exit_code": code})
+    return code
+
+
+def _write_status(path: str, data: dict[str, object]) -> None:
+    """What the XP itself says about its attempt; read when its runner died (see runner.py)."""
+    from .fsutil import atomic_write_json
 
     try:
-        project = load_project(root)
-        decorated = load_main(project, spec)
+        atomic_write_json(Path(path), {"version": 1, **data}, fsync=True)
+    except OSError as exc:
+        print(f"gridman: cannot write {path}: {exc}", file=sys.stderr)
+
+
+def _run(spec: str, root: Path, xp_argv: list[str]) -> int:
+    from .errors import GridmanError
+    from .project import Project, load_main, user_traceback
+
+    try:
+        # GRIDMAN_DIR is set by the runner: no need to read gridman.yaml again here.
+        decorated = load_main(Project(root=root), spec)
         sys.argv = [str(decorated.source), *xp_argv]
         decorated.run_argv(xp_argv)
     except SystemExit as exc:

@@ -8,6 +8,7 @@ whose code is running.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,15 +39,27 @@ class XP:
     params: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _link: Optional[Link] = field(default=None, repr=False, compare=False)
 
+    _folder: Optional[Path] = field(default=None, repr=False, compare=False)
+    _canonical: Optional[str] = field(default=None, repr=False, compare=False)
+
     @property
     def folder(self) -> Path:
-        return xp_folder(self.dir, self.sig)
+        if self._folder is None:
+            self._folder = xp_folder(self.dir, self.sig)
+        return self._folder
 
     @property
     def link(self) -> Link:
         if self._link is None:
             self._link = Link(self.folder)
         return self._link
+
+    @property
+    def canonical(self) -> str:
+        """The canonical JSON of the delta (what the signature hashes), computed once."""
+        if self._canonical is None:
+            self._canonical = canonical_json(self.delta)
+        return self._canonical
 
     @property
     def history(self) -> list[Any]:
@@ -109,30 +122,27 @@ def init_xp(xp: XP) -> None:
     """Create the XP folder and its ``argv.json``; detect signature collisions.
 
     An existing ``argv.json`` with the same delta is kept as is (re-initialising 10,000 XPs
-    writes nothing); one with a different delta is a collision and raises.
+    writes nothing); one with a different delta is a collision and raises. ``log/`` is made
+    by the first attempt.
     """
-    folder = xp.folder
-    path = folder / ARGV_FILE
+    folder = str(xp.folder)
+    path = os.path.join(folder, ARGV_FILE)
     try:
-        existing = read_argv_file(folder)
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except FileNotFoundError:
-        existing = None
-    except (OSError, ValueError):
-        existing = None  # unreadable: argv.json can be regenerated, rewrite it below
-    if existing is not None:
-        try:
-            old = canonical_json(delta_from_json(existing.get("delta")))
-        except ValueError:
-            old = None
-        if old == canonical_json(xp.delta):
+        raw = None
+        os.makedirs(folder, exist_ok=True)
+    if raw is not None:
+        old = _stored_canonical(raw)
+        if old == xp.canonical:
             return
         if old is not None:
             raise SignatureCollisionError(
                 f"signature collision: {xp.sig} already holds a different XP "
-                f"(stored delta {old}, new delta {canonical_json(xp.delta)})",
+                f"(stored delta {old}, new delta {xp.canonical})",
                 "rename or exclude a parameter so these XPs differ, or move the old folder away",
             )
-    (folder / LOG_DIR).mkdir(parents=True, exist_ok=True)
     data = {
         "version": FORMAT_VERSION,
         "sig": xp.sig,
@@ -141,7 +151,28 @@ def init_xp(xp: XP) -> None:
         "gridman": __version__,
     }
     # argv.json can be regenerated from the grid: atomic but not fsync'd (10,000 must stay fast).
-    atomic_write_json(path, data, fsync=False)
+    atomic_write_json(Path(path), data, fsync=False)
+
+
+def init_many(xps: list[XP]) -> None:
+    """``init_xp`` for many XPs, overlapping their file-system calls on a few threads."""
+    if len(xps) < 64:
+        for xp in xps:
+            init_xp(xp)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(init_xp, xps, chunksize=64))
+
+
+def _stored_canonical(raw: bytes) -> Optional[str]:
+    """The canonical delta of a stored argv.json; None when unreadable (it is rewritten)."""
+    try:
+        data = json.loads(raw)
+        return canonical_json(delta_from_json(data.get("delta")))
+    except (ValueError, AttributeError):
+        return None
 
 
 def known_sigs(dir: Path) -> list[str]:
