@@ -63,7 +63,6 @@ def _report(ctx: Any, text: str, exc: BaseException, bug: bool = False) -> None:
 app = typer.Typer(
     cls=_Group,
     name="gridman",
-    help="Grid-search experiment manager: XPs keyed by signature, run locally or on clusters.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -85,13 +84,15 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    """Grid-search experiment manager.
+    """Grid-search experiment manager: XPs keyed by signature, run locally or on clusters.
 
     \b
     Examples:
       gridman run -- --lr 0.01          run one XP in the foreground
       gridman run --sig 3f9a2c1b        run it again, from its signature
       gridman info --sig 3f9a2c1b       inspect it: argv, state, metrics, log
+      gridman grid mygrid               schedule grids/mygrid.py's missing XPs, monitor
+      gridman grid mygrid --dry-run     print the plan without scheduling
     """
     ctx.obj = {"verbose": verbose}
 

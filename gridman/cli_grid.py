@@ -195,6 +195,8 @@ def _progress(rows: list[Any]) -> str:
     counts = summary(rows)
     parts = [f"{counts['done']}/{len(rows)} done", f"{counts['running']} running",
              f"{counts['pending']} pending", f"{counts['failed']} failed"]  # fmt: skip
+    if counts["cancelled"]:
+        parts.append(f"{counts['cancelled']} cancelled")
     return ", ".join(parts)
 
 
@@ -225,9 +227,9 @@ def _watch(
     else:
         typer.echo(_table(session, rows, use_color()))
         typer.echo(_progress(rows))
-    failed = any(r.state not in ("COMPLETED", "RUNNING", "PENDING", "UNKNOWN", "NEW")
-                 for r in rows)  # fmt: skip
-    return EXIT_XP_FAILED if failed else 0
+    from .tracker import summary
+
+    return EXIT_XP_FAILED if summary(rows)["failed"] else 0
 
 
 def _monitor(

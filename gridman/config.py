@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,14 +102,30 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+_YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n"}
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def parse_value(text: str) -> Any:
-    """Parse an override's value as YAML (``4`` -> int, ``[1,2]`` -> list, ``null`` -> None)."""
+    """Parse an override's value as YAML (``4`` -> int, ``[1,2]`` -> list, ``null`` -> None).
+
+    Numbers follow YAML 1.2 (``1e-3`` is a float, not a string) and ``yes``/``no``/``on``/
+    ``off`` stay strings, as a reader of the command line expects.
+    """
     import yaml
 
+    stripped = text.strip()
+    if not stripped:
+        return ""
+    if stripped.lower() in _YAML11_BOOLS:
+        return text
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str) and _FLOAT.match(stripped):
+        return float(stripped)
+    return value
 
 
 def iter_overrides(argv: Sequence[str]) -> Iterator[tuple[str, str, bool]]:

@@ -208,7 +208,7 @@ def _commit(session: GridSession, plan: Plan, chosen: list[Sheep]) -> None:
     submit = [by_sig[sig] for sig in plan.to_submit() if sig in by_sig]
     init_many([s.xp for s in submit])
     session.backend.submit([_submission(s) for s in submit])
-    session.refresh(submit)
+    session.refresh(chosen)  # the table shows what was just cancelled and submitted
 
 
 def _cancel(session: GridSession, jobs: list[tuple[Path, JobRecord]]) -> None:

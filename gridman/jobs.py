@@ -145,7 +145,7 @@ def read_job(folder: Path) -> Optional[JobRecord]:
         return JobRecord.from_json(read_json(path), folder.name)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         broken = Attempt(n=0, backend="?", state=State.UNKNOWN, extra={"error": str(exc)})
         return JobRecord(sig=folder.name, attempts=(broken,))
 
@@ -184,4 +184,14 @@ def pid_alive(pid: Optional[int]) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    # An orphan whose parent died is a zombie until init reaps it: it runs no more.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"Z"

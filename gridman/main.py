@@ -57,14 +57,10 @@ class DecoratedMain:
         """
         key = (os.environ.get("GRIDMAN_DIR"), os.getcwd())
         if self._dir_cache is None or self._dir_cache[0] != key:
-            env = key[0]
-            if env:
-                resolved = Path(env).absolute()
-            else:
-                from .project import load_project
+            from .project import load_project
 
-                project = load_project(_project_start(self.source))
-                resolved = project.dir or project.resolve(self._dir)
+            project = load_project(_project_start(self.source))
+            resolved = project.dir or project.resolve(self._dir)
             self._dir_cache = (key, resolved)
         return self._dir_cache[1]
 

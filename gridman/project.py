@@ -140,7 +140,7 @@ def _import_target(project: Project, target: str) -> ModuleType:
     except MainNotFoundError:
         raise
     except ModuleNotFoundError as exc:
-        if exc.name and target.startswith(exc.name):
+        if exc.name and (exc.name == target or target.startswith(exc.name + ".")):
             raise MainNotFoundError(
                 f"main module {target!r} not found from {project.root}", _HOW_TO
             ) from None

@@ -106,12 +106,13 @@ def run_attempt(
 def _start_attempt(
     record: JobRecord, backend: str, job_id: Optional[str], new_session: bool
 ) -> JobRecord:
-    fields = {"started": now(), "host": this_host(), "extra": {"session": new_session}}
+    start = now()
+    fields = {"started": start, "host": this_host(), "extra": {"session": new_session}}
     latest = record.latest
     if latest and latest.state is State.PENDING and job_id and latest.job_id == job_id:
         # A pool queued this attempt as PENDING: it now starts.
         return record.with_latest(state=State.RUNNING, **fields)
-    return record.with_new_attempt(backend, State.RUNNING, job_id=job_id, submitted=now(), **fields)
+    return record.with_new_attempt(backend, State.RUNNING, job_id=job_id, submitted=start, **fields)
 
 
 CANCEL_MARKER = ".cancel"
@@ -156,24 +157,17 @@ def _spawn(
     new_session: bool,
 ) -> tuple[int, State]:
     with open(log, "ab") as log_file:
-        if echo is None:
-            proc = subprocess.Popen(
-                list(command),
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        else:
-            proc = subprocess.Popen(
-                list(command),
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
+        piped = echo is not None
+        proc = subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if piped else log_file,
+            stderr=subprocess.PIPE if piped else subprocess.STDOUT,
+            # Pool XPs get their own process group: -C signals the XP and its children only.
+            start_new_session=new_session,
+        )
         update_job(folder, lambda r: r.with_latest(pid=proc.pid))
         pumps = [] if echo is None else _start_pumps(proc, log_file, echo)
         interrupted = False

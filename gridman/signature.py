@@ -63,10 +63,20 @@ def _same(a: Any, b: Any) -> bool:
     # True == 1 in Python, but a flag set to True is not the integer default 1.
     if isinstance(a, bool) != isinstance(b, bool):
         return False
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        # nargs values parse to lists while defaults are often tuples: compare as JSON data
+        return _json_equal(a, b)
     try:
         return bool(a == b)
     except Exception:  # objects with exotic __eq__ (numpy arrays): compare their JSON form
+        return _json_equal(a, b)
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    try:
         return json.dumps(jsonable(a), sort_keys=True) == json.dumps(jsonable(b), sort_keys=True)
+    except TypeError:
+        return False
 
 
 def compute_delta(
@@ -105,7 +115,7 @@ def sig_of_canonical(text: str) -> str:
 
 def is_valid_sig(text: str) -> bool:
     """True when ``text`` is exactly 8 lowercase hex characters (nothing else is a signature)."""
-    return bool(_SIG_RE.match(text))
+    return bool(_SIG_RE.fullmatch(text))
 
 
 def delta_from_json(data: Any) -> Delta:

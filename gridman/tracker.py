@@ -257,7 +257,7 @@ def _cell_style(row: Row, i: int, cell: str, best: list[Any], n_meta: int) -> st
 
 def summary(rows: Sequence[Row]) -> dict[str, int]:
     """Counts for the progress line: done / running / pending / failed / other."""
-    out = {"done": 0, "running": 0, "pending": 0, "failed": 0, "new": 0}
+    out = {"done": 0, "running": 0, "pending": 0, "failed": 0, "cancelled": 0, "new": 0}
     for row in rows:
         state = row.state
         if state == "COMPLETED":
@@ -268,6 +268,8 @@ def summary(rows: Sequence[Row]) -> dict[str, int]:
             out["pending"] += 1
         elif state == "NEW":
             out["new"] += 1
+        elif state == "CANCELLED":
+            out["cancelled"] += 1
         else:
             out["failed"] += 1
     return out

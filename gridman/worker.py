@@ -29,6 +29,15 @@ def main(args: Optional[list[str]] = None) -> int:
     return code
 
 
+def exit_status(exc: SystemExit) -> int:
+    """The exit status Python gives ``sys.exit(code)``; a message is printed to stderr."""
+    code = exc.code
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
+
+
 def _write_status(path: str, data: dict[str, object]) -> None:
     """What the XP itself says about its attempt; read when its runner died (see runner.py)."""
     from .fsutil import atomic_write_json
@@ -49,8 +58,7 @@ def _run(spec: str, root: Path, xp_argv: list[str]) -> int:
         sys.argv = [str(decorated.source), *xp_argv]
         decorated.run_argv(xp_argv)
     except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        return exit_status(exc)
     except KeyboardInterrupt:
         print("gridman: XP interrupted", file=sys.stderr)
         return 130

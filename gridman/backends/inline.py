@@ -53,6 +53,7 @@ def _ended(state: State, code: int) -> Callable[[JobRecord], JobRecord]:
 
 def _run(main: object, argv: list[str], log: Path) -> int:
     from ..main import DecoratedMain
+    from ..worker import exit_status
 
     assert isinstance(main, DecoratedMain)
     with open(log, "a", encoding="utf8") as out:
@@ -60,7 +61,7 @@ def _run(main: object, argv: list[str], log: Path) -> int:
             try:
                 main.run_argv(argv)
             except SystemExit as exc:
-                return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                return exit_status(exc)
             except Exception:
                 out.write(traceback.format_exc())
                 return 1
