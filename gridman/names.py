@@ -47,13 +47,14 @@ def grid_names(
     A key set by any XP of the grid is shown for every XP, with its value (default included,
     so the XP at the default learning rate still reads ``lr=0.1``) when ``params`` are known.
     """
-    all_parts = [parts_of(d) for d in deltas]
     if params and len(params) == len(deltas):
         keys = list(dict.fromkeys(k for d in deltas for k, _ in d))
         all_parts = [
-            [part(k, p[k]) for k in keys if k in p] if p else parts
-            for p, parts in zip(params, all_parts)
+            [part(k, p[k]) for k in keys if k in p] if p else parts_of(d)
+            for p, d in zip(params, deltas)
         ]
+    else:
+        all_parts = [parts_of(d) for d in deltas]
     if not all_parts:
         return "", []
     common = set(all_parts[0]).intersection(*all_parts[1:]) if len(all_parts) > 1 else set()
@@ -77,6 +78,8 @@ def _match_one(pattern: str, parts: list[str], sig: str) -> bool:
 def select(patterns: Sequence[str], deltas: Sequence[Delta], sigs: Sequence[str]) -> list[int]:
     """Indices of the XPs matching every pattern (an integer pattern picks by index)."""
     chosen = list(range(len(sigs)))
+    if not patterns:
+        return chosen
     all_parts = [parts_of(d) for d in deltas]
     for pattern in patterns:
         negate = pattern.startswith("!")

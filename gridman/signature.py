@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import functools
 import hashlib
 import json
 import math
@@ -84,14 +85,20 @@ def compute_delta(
 ) -> Delta:
     """Pairs of ``values`` that differ from ``defaults`` and match no ``exclude`` glob, by key."""
     delta: Delta = []
+    patterns = tuple(exclude)
     for key in sorted(values):
-        if is_excluded(key, exclude):
-            continue
         value = values[key]
         if key in defaults and _same(value, defaults[key]):
             continue
+        if patterns and _excluded(key, patterns):
+            continue
         delta.append((key, jsonable(value)))
     return delta
+
+
+@functools.lru_cache(maxsize=4096)
+def _excluded(key: str, patterns: tuple[str, ...]) -> bool:
+    return is_excluded(key, patterns)
 
 
 def canonical_json(delta: Iterable[tuple[str, Any]]) -> str:

@@ -125,24 +125,46 @@ def init_xp(xp: XP) -> None:
     writes nothing); one with a different delta is a collision and raises. ``log/`` is made
     by the first attempt.
     """
-    folder = str(xp.folder)
-    path = os.path.join(folder, ARGV_FILE)
+    if _needs_write(xp):
+        _write_argv(xp)
+
+
+def init_many(xps: list[XP]) -> None:
+    """``init_xp`` for many XPs: checks in order, then new folders made on a few threads
+    (file creation waits on the disk, so overlapping it pays)."""
+    todo = [xp for xp in xps if _needs_write(xp)]
+    if len(todo) < 64:
+        for xp in todo:
+            _write_argv(xp)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(_write_argv, todo, chunksize=64))
+
+
+def _needs_write(xp: XP) -> bool:
+    """False when argv.json already holds this delta; raises on a collision."""
     try:
-        with open(path, "rb") as handle:
+        with open(os.path.join(str(xp.folder), ARGV_FILE), "rb") as handle:
             raw = handle.read()
     except FileNotFoundError:
-        raw = None
-        os.makedirs(folder, exist_ok=True)
-    if raw is not None:
-        old = _stored_canonical(raw)
-        if old == xp.canonical:
-            return
-        if old is not None:
-            raise SignatureCollisionError(
-                f"signature collision: {xp.sig} already holds a different XP "
-                f"(stored delta {old}, new delta {xp.canonical})",
-                "rename or exclude a parameter so these XPs differ, or move the old folder away",
-            )
+        return True
+    old = _stored_canonical(raw)
+    if old == xp.canonical:
+        return False
+    if old is not None:
+        raise SignatureCollisionError(
+            f"signature collision: {xp.sig} already holds a different XP "
+            f"(stored delta {old}, new delta {xp.canonical})",
+            "rename or exclude a parameter so these XPs differ, or move the old folder away",
+        )
+    return True  # unreadable: argv.json can be regenerated
+
+
+def _write_argv(xp: XP) -> None:
+    folder = str(xp.folder)
+    os.makedirs(folder, exist_ok=True)
     data = {
         "version": FORMAT_VERSION,
         "sig": xp.sig,
@@ -151,19 +173,7 @@ def init_xp(xp: XP) -> None:
         "gridman": __version__,
     }
     # argv.json can be regenerated from the grid: atomic but not fsync'd (10,000 must stay fast).
-    atomic_write_json(Path(path), data, fsync=False)
-
-
-def init_many(xps: list[XP]) -> None:
-    """``init_xp`` for many XPs, overlapping their file-system calls on a few threads."""
-    if len(xps) < 64:
-        for xp in xps:
-            init_xp(xp)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(init_xp, xps, chunksize=64))
+    atomic_write_json(Path(folder) / ARGV_FILE, data, fsync=False)
 
 
 def _stored_canonical(raw: bytes) -> Optional[str]:
