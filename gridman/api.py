@@ -87,6 +87,13 @@ def run(
 ) -> RunResult:
     """Run the XP in the foreground (a child process), recording its state in job.json."""
     xp = prepared.xp
+    record = read_job(xp.folder)
+    if record is not None and record.state is not None and record.state.value == "PENDING":
+        latest = record.latest
+        raise XPBusyError(
+            f"XP {xp.sig} is queued on the {latest.backend if latest else '?'} backend",
+            "running it here too would run it twice: cancel it first (gridman grid NAME -C)",
+        )
     init_xp(xp)
     clear_cancel(xp.folder)
     command = worker_command(prepared.spec, project.root, xp.argv)
