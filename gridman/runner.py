@@ -75,7 +75,8 @@ def run_attempt(
     """Run ``command`` as a new attempt of the XP in ``folder`` and record how it ended.
 
     With ``echo`` (stdout, stderr), the child's output is also copied to those streams and
-    Ctrl-C reaches the child (foreground); otherwise it only goes to the log.
+    Ctrl-C reaches the child (foreground); otherwise it only goes to the log. The attempt is
+    recorded RUNNING once its process exists (with its pid: one durable write), then ended.
     """
     with file_lock(folder / RUN_LOCK, blocking=False) as got:
         if not got:
@@ -85,32 +86,43 @@ def run_attempt(
                 f"XP {folder.name} is already running" + (f" (pid {pid})" if pid else ""),
                 "wait for it, or cancel it first",
             )
-        record = update_job(folder, lambda r: _start_attempt(r, backend, job_id, new_session))
-        attempt = record.latest
-        assert attempt is not None and attempt.log is not None
-        log = folder / attempt.log
+        n = _next_attempt(read_job(folder), job_id)
+        log = folder / "log" / f"{n}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        status = status_file(folder, attempt.n)
-        env = {**env, "GRIDMAN_STATUS_FILE": str(status)}
         if cancel_requested(folder):
+            update_job(folder, lambda r: _start_attempt(r, backend, job_id, new_session, None))
             code, state = None, State.CANCELLED
         else:
-            code, state = _spawn(command, cwd, env, log, echo, folder, new_session)
+            env = {**env, "GRIDMAN_STATUS_FILE": str(status_file(folder, n))}
+            code, state = _spawn(command, cwd, env, log, echo, folder, backend, job_id, new_session)
             if cancel_requested(folder):
                 state = State.CANCELLED
         update_job(folder, lambda r: r.with_latest(state=state, exit_code=code, ended=now()))
         clear_cancel(folder)
-        return RunResult(folder.name, folder, state, code, attempt.n, log)
+        return RunResult(folder.name, folder, state, code, n, log)
+
+
+def _next_attempt(record: Optional[JobRecord], job_id: Optional[str]) -> int:
+    latest = record.latest if record else None
+    if latest is None or latest.n == 0:
+        return 1
+    if latest.state is State.PENDING and job_id and latest.job_id == job_id:
+        return latest.n
+    return latest.n + 1
 
 
 def _start_attempt(
-    record: JobRecord, backend: str, job_id: Optional[str], new_session: bool
+    record: JobRecord,
+    backend: str,
+    job_id: Optional[str],
+    new_session: bool,
+    pid: Optional[int],
 ) -> JobRecord:
     start = now()
-    fields = {"started": start, "host": this_host(), "extra": {"session": new_session}}
+    fields = {"started": start, "host": this_host(), "pid": pid, "extra": {"session": new_session}}
     latest = record.latest
     if latest and latest.state is State.PENDING and job_id and latest.job_id == job_id:
-        # A pool queued this attempt as PENDING: it now starts.
+        # A backend queued this attempt as PENDING: it now starts.
         return record.with_latest(state=State.RUNNING, **fields)
     return record.with_new_attempt(backend, State.RUNNING, job_id=job_id, submitted=start, **fields)
 
@@ -154,6 +166,8 @@ def _spawn(
     log: Path,
     echo: Optional[tuple[BinaryIO, BinaryIO]],
     folder: Path,
+    backend: str,
+    job_id: Optional[str],
     new_session: bool,
 ) -> tuple[int, State]:
     with open(log, "ab") as log_file:
@@ -168,7 +182,7 @@ def _spawn(
             # Pool XPs get their own process group: -C signals the XP and its children only.
             start_new_session=new_session,
         )
-        update_job(folder, lambda r: r.with_latest(pid=proc.pid))
+        update_job(folder, lambda r: _start_attempt(r, backend, job_id, new_session, proc.pid))
         pumps = [] if echo is None else _start_pumps(proc, log_file, echo)
         interrupted = False
         try:

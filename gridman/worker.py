@@ -21,8 +21,6 @@ def main(args: Optional[list[str]] = None) -> int:
         return 2
     spec, root, xp_argv = args[0], Path(args[1]), args[3:]
     status = os.environ.get("GRIDMAN_STATUS_FILE")
-    if status:
-        _write_status(status, {"pid": os.getpid(), "started": time.time()})
     code = _run(spec, root, xp_argv)
     if status:
         _write_status(status, {"pid": os.getpid(), "ended": time.time(), "exit_code": code})

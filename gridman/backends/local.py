@@ -169,8 +169,8 @@ class LocalBackend(Backend):
         return fresh
 
     def _lost(self, folder: Path, job_id: Optional[str], submitted: Optional[float]) -> bool:
-        if job_id and (self.pool / "claimed" / job_id).exists():
-            return False
+        if job_id and (self.pool / "claimed" / job_id).exists() and daemon_alive(self.pool):
+            return False  # the daemon took it and is starting it
         if is_running_here(folder):
             return False
         return submitted is None or now() - submitted > _PENDING_GRACE
