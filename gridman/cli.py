@@ -270,7 +270,13 @@ _register_grid()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (every rank's, under mpiexec)."""
+    from .mpienv import world
+
+    if world()[1] > 1:
+        from .backends.mpi import run_rank
+
+        sys.exit(run_rank(app))
     app()
 
 

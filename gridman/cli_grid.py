@@ -73,15 +73,20 @@ def grid(
         name=name, patterns=tuple(patterns or ()), rules=rules, dry_run=dry_run, init=init,
         backend=backend, workers=workers, gpus=gpus, grids_dir=grids_dir, main=main,
     )  # fmt: skip
-    session = gridapi.open_grid(load_project(), options)
+    session = gridapi.open_grid(load_project(), options, progress=_progress_printer())
     shown = [x for x in (log, tail, folder) if x is not None]
     if shown:
+        if as_json:
+            raise UsageError("--log, --tail and --folder print text; they cannot be --json")
         _show_one(session, log, tail, folder)
         return
+    if trim is not None and trim >= len(session.selected):
+        raise UsageError(f"--trim {trim} is out of range",
+                         f"the selection has {len(session.selected)} XPs")  # fmt: skip
     if clear and not dry_run:
         _confirm_clear(len(session.selected), yes)
     say = _stderr if as_json else typer.echo
-    say(f"gridman: backend {session.backend.describe()} ({session.backend_reason})")
+    say(f"gridman: backend {session.describe_backend()} ({session.backend_reason})")
     result = gridapi.run_grid(session)
     _print_plan(result.plan, session, verbose=dry_run, say=say)
     if result.initialised:
@@ -93,6 +98,21 @@ def grid(
 
 def _stderr(text: str) -> None:
     typer.echo(text, err=True)
+
+
+def _progress_printer(period: float = 1.0) -> Any:
+    """A callback printing a backend's progress to stderr, at most once per ``period``."""
+    last = [0.0]
+
+    def report(text: str) -> None:
+        # texts start with "done/total"; the last one is always shown
+        done, _, total = text.split(" ", 1)[0].partition("/")
+        now = time.monotonic()
+        if done == total or now - last[0] >= period:
+            last[0] = now
+            _stderr(f"gridman: {text}")
+
+    return report
 
 
 def _check_flags(
@@ -172,8 +192,6 @@ def _rows(session: Any, trim: Optional[int], trim_last: bool) -> list[Any]:
 
     cut = None
     if trim is not None:
-        if trim >= len(session.selected):
-            raise UsageError(f"--trim {trim} is out of range")
         cut = history_lengths(session.sheeps, [session.selected[trim]])[0]
     elif trim_last:
         cut = min(history_lengths(session.sheeps, session.selected), default=0)

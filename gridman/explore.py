@@ -57,8 +57,6 @@ class Herd:
     array_resources: Optional[Resources] = None
 
     def add(self, xp: XP, resources: Resources, origin: str) -> None:
-        if self.array_resources is None:
-            self.job_arrays.append([])
         old = self.sheeps.get(xp.sig)
         if old is not None:
             if old.xp.canonical != xp.canonical:
@@ -69,6 +67,8 @@ class Herd:
                 )
             self.duplicates += 1
             return
+        if self.array_resources is None:
+            self.job_arrays.append([])  # a call outside job_array() is an array of one
         self.sheeps[xp.sig] = Sheep(xp, resources, len(self.job_arrays) - 1, origin=origin)
         self.job_arrays[-1].append(xp.sig)
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -23,7 +23,8 @@ from .fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
 from .grids import Grid, build_herd, grids_dir, list_grids, load_grid
 from .jobs import JobRecord, read_job
 from .main import DecoratedMain
-from .names import grid_names, select
+from .mpienv import world
+from .names import grid_items, grid_names, select
 from .project import Project, load_main, main_spec
 from .shep import Plan, Rules, make_plan
 from .xp import init_many, xp_folder
@@ -72,6 +73,9 @@ class GridSession:
     def chosen(self) -> list[Sheep]:
         return [self.sheeps[i] for i in self.selected]
 
+    def describe_backend(self) -> str:
+        return self.backend.describe([_submission(s) for s in self.chosen()])
+
     def backend_for(self, name: str) -> Backend:
         if name == self.backend.name:
             return self.backend
@@ -113,13 +117,18 @@ def choose_backend(project: Project, option: Optional[str]) -> tuple[str, str]:
     """(backend name, why it was chosen)."""
     if option:
         return option, "--backend"
+    rank, size = world()
+    if size > 1:
+        return "mpi", f"running as rank {rank} of an MPI job of {size} ranks"
     configured = project.settings.get("backend")
     if configured:
         return str(configured), f"backend: in {project.file}"
     return "local", "the default"
 
 
-def open_grid(project: Project, options: GridOptions) -> GridSession:
+def open_grid(
+    project: Project, options: GridOptions, progress: Optional[Callable[[str], None]] = None
+) -> GridSession:
     """Load the main and the grid, build the herd (validating every XP), select, pick backend."""
     if options.workers is not None and options.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {options.workers}")
@@ -138,15 +147,16 @@ def open_grid(project: Project, options: GridOptions) -> GridSession:
     if options.gpus is not None:
         for sheep in sheeps:
             sheep.resources = sheep.resources.with_changes({"gpus": options.gpus})
-    base, names = grid_names([s.xp.delta for s in sheeps], [s.xp.params for s in sheeps])
-    chosen = select(options.patterns, [s.xp.delta for s in sheeps], [s.sig for s in sheeps])
+    items = grid_items([s.xp.delta for s in sheeps], [s.xp.params for s in sheeps])
+    base, names = grid_names(items)
+    chosen = select(options.patterns, items, [s.sig for s in sheeps])
     name, reason = choose_backend(project, options.backend)
     settings = dict(project.section(name)) if name in project.settings else {}
     if options.workers is not None:
         settings["workers"] = options.workers
     ctx = LaunchContext(
         root=project.root, dir=main.dir, main_spec=spec, env=dict(os.environ),
-        settings=settings, python=sys.executable,
+        settings=settings, python=sys.executable, progress=progress,
     )  # fmt: skip
     backend = get_backend(name, ctx)
     return GridSession(project, options, spec, main, grid, sheeps, chosen, base, names,
@@ -214,10 +224,14 @@ def _commit(session: GridSession, plan: Plan, chosen: list[Sheep]) -> None:
 def _cancel(session: GridSession, jobs: list[tuple[Path, JobRecord]]) -> None:
     by_backend: dict[str, list[tuple[Path, JobRecord]]] = defaultdict(list)
     for folder, record in jobs:
-        if record.latest is not None:
+        if record.latest is not None and record.latest.n > 0:  # n == 0: unreadable job.json
             by_backend[record.latest.backend].append((folder, record))
     for name, items in by_backend.items():
-        session.backend_for(name).cancel(items)
+        try:
+            backend = session.backend_for(name)
+        except UsageError:
+            continue  # a backend this gridman does not have: nothing it could cancel
+        backend.cancel(items)
 
 
 def _grid_file(dir: Path, name: str) -> Path:
@@ -248,8 +262,9 @@ def _removed(session: GridSession) -> list[tuple[str, Optional[JobRecord], list[
         return []
     holders: dict[str, list[str]] = defaultdict(list)
     root = dir / GRIDS
+    alive = set(list_grids(grids_dir(session.project, session.options.grids_dir)))
     for other in sorted(os.listdir(root)) if root.exists() else []:
-        if other != name:
+        if other != name and other in alive:  # a deleted grid holds nothing
             for sig in _read_sigs(_grid_file(dir, other)):
                 holders[sig].append(other)
     out = []

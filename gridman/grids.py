@@ -8,6 +8,7 @@ between grid files (``from ._explorers import MyExplorer``) work as in Dora.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 import types
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ def unknown_grid(folder: Path, name: Optional[str]) -> UnknownGridError:
 
 def load_grid(folder: Path, name: str) -> Grid:
     """Import ``folder/name.py`` and find its one Explorer instance."""
-    if not name or "/" in name or name.startswith((".", "_")) or not name.isidentifier():
+    if not name or "/" in name or "\\" in name or name.startswith((".", "_")):
         raise unknown_grid(folder, name)
     path = folder / f"{name}.py"
     if not path.is_file():
@@ -70,7 +71,7 @@ def load_grid(folder: Path, name: str) -> Grid:
     if not found:
         raise UsageError(
             f"{path} defines no Explorer",
-            "decorate the explore function: @gridman.Explorer\\ndef explorer(launcher): ...",
+            "decorate the explore function: @gridman.Explorer then def explorer(launcher): ...",
         )
     raise UsageError(
         f"{path} defines several Explorers ({', '.join(sorted(found))})",
@@ -84,13 +85,15 @@ def _import(folder: Path, name: str, path: Path) -> types.ModuleType:
         package = types.ModuleType(PACKAGE)
         package.__path__ = [str(folder)]
         sys.modules[PACKAGE] = package
-    full = f"{PACKAGE}.{name}"
+    full = PACKAGE + "." + re.sub(r"\W", "_", name)  # my-grid.py loads as my_grid
     spec = importlib.util.spec_from_file_location(full, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[full] = module
     try:
-        spec.loader.exec_module(module)
+        # Compiled from source every time: a grid file edited within the same second (same
+        # size) would otherwise run from a stale bytecode cache.
+        exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
     except GridmanError:
         raise
     except BaseException as exc:

@@ -137,8 +137,9 @@ class JobRecord:
 def read_job(folder: Path) -> Optional[JobRecord]:
     """The job record of the XP in ``folder``; None when it never ran.
 
-    An unreadable file is reported as one attempt in state UNKNOWN rather than an exception, so
-    that one bad file never breaks a command about other XPs.
+    An unreadable file is reported as one attempt (numbered 0) in state FAILED, with the reason
+    in ``extra["error"]``, rather than an exception: one bad file never breaks a command about
+    other XPs.
     """
     path = folder / JOB_FILE
     try:
@@ -146,7 +147,9 @@ def read_job(folder: Path) -> Optional[JobRecord]:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        broken = Attempt(n=0, backend="?", state=State.UNKNOWN, extra={"error": str(exc)})
+        # Shown as FAILED with the reason: it never counts as running, and --retry replaces it.
+        error = f"unreadable {JOB_FILE}: {exc}"
+        broken = Attempt(n=0, backend="?", state=State.FAILED, extra={"error": error})
         return JobRecord(sig=folder.name, attempts=(broken,))
 
 

@@ -18,43 +18,51 @@ from .errors import UsageError
 from .signature import Delta
 
 
-def part(key: str, value: Any) -> str:
-    """``key=value`` as shown in names (True -> bare key, nested keys shortened)."""
-    if "." in key:
-        pieces = key.split(".")
-        key = ".".join([p[:3] for p in pieces[:-1]] + [pieces[-1]])
-    short = key
-    if value is True:
-        return short
+def _text(value: Any) -> str:
     if isinstance(value, str):
-        text = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        text = repr(value)  # what json.dumps writes for numbers, without its overhead
-    else:
-        text = json.dumps(value, separators=(",", ":"))
-    return f"{short}={text}"
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)  # what json.dumps writes for numbers, without its overhead
+    return json.dumps(value, separators=(",", ":"))
+
+
+def short_key(key: str) -> str:
+    """``optim.lr`` -> ``opt.lr``: nested keys shortened to 3 characters per parent."""
+    if "." not in key:
+        return key
+    pieces = key.split(".")
+    return ".".join([p[:3] for p in pieces[:-1]] + [pieces[-1]])
+
+
+def part(key: str, value: Any, full: bool = False) -> str:
+    """``key=value`` as shown in names (True -> bare key, nested keys shortened unless full)."""
+    shown = key if full else short_key(key)
+    return shown if value is True else f"{shown}={_text(value)}"
 
 
 def parts_of(delta: Delta) -> list[str]:
     return [part(k, v) for k, v in delta]
 
 
-def grid_names(
+def grid_items(
     deltas: Sequence[Delta], params: Sequence[Mapping[str, Any]] = ()
-) -> tuple[str, list[str]]:
-    """(base name, one name per XP) where names only show what varies.
+) -> list[list[tuple[str, Any]]]:
+    """For each XP, the (key, value) pairs its name is made of.
 
-    A key set by any XP of the grid is shown for every XP, with its value (default included,
+    A key set by any XP of the grid is given for every XP, with its value (default included,
     so the XP at the default learning rate still reads ``lr=0.1``) when ``params`` are known.
     """
     if params and len(params) == len(deltas):
         keys = list(dict.fromkeys(k for d in deltas for k, _ in d))
-        all_parts = [
-            [part(k, p[k]) for k in keys if k in p] if p else parts_of(d)
-            for p, d in zip(params, deltas)
+        return [
+            [(k, p[k]) for k in keys if k in p] if p else list(d) for p, d in zip(params, deltas)
         ]
-    else:
-        all_parts = [parts_of(d) for d in deltas]
+    return [list(d) for d in deltas]
+
+
+def grid_names(items: Sequence[Sequence[tuple[str, Any]]]) -> tuple[str, list[str]]:
+    """(base name, one name per XP) where names only show what varies across the grid."""
+    all_parts = [[part(k, v) for k, v in pairs] for pairs in items]
     if not all_parts:
         return "", []
     common = set(all_parts[0]).intersection(*all_parts[1:]) if len(all_parts) > 1 else set()
@@ -75,12 +83,21 @@ def _match_one(pattern: str, parts: list[str], sig: str) -> bool:
     return False
 
 
-def select(patterns: Sequence[str], deltas: Sequence[Delta], sigs: Sequence[str]) -> list[int]:
-    """Indices of the XPs matching every pattern (an integer pattern picks by index)."""
+def select(
+    patterns: Sequence[str], items: Sequence[Sequence[tuple[str, Any]]], sigs: Sequence[str]
+) -> list[int]:
+    """Indices of the XPs matching every pattern (an integer pattern picks by index).
+
+    Patterns see each XP's name parts in both the short form shown (``mod.depth=4``) and the
+    full key (``model.depth=4``).
+    """
     chosen = list(range(len(sigs)))
     if not patterns:
         return chosen
-    all_parts = [parts_of(d) for d in deltas]
+    all_parts = [
+        list(dict.fromkeys([part(k, v) for k, v in pairs] + [part(k, v, True) for k, v in pairs]))
+        for pairs in items
+    ]
     for pattern in patterns:
         negate = pattern.startswith("!")
         text = pattern[1:] if negate else pattern

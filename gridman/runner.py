@@ -119,11 +119,13 @@ def _start_attempt(
     pid: Optional[int],
 ) -> JobRecord:
     start = now()
-    fields = {"started": start, "host": this_host(), "pid": pid, "extra": {"session": new_session}}
+    fields: dict[str, Any] = {"started": start, "host": this_host(), "pid": pid}
     latest = record.latest
     if latest and latest.state is State.PENDING and job_id and latest.job_id == job_id:
-        # A backend queued this attempt as PENDING: it now starts.
-        return record.with_latest(state=State.RUNNING, **fields)
+        # A backend queued this attempt as PENDING: it now starts (keeping what it noted).
+        extra = {**latest.extra, "session": new_session}
+        return record.with_latest(state=State.RUNNING, extra=extra, **fields)
+    fields["extra"] = {"session": new_session}
     return record.with_new_attempt(backend, State.RUNNING, job_id=job_id, submitted=start, **fields)
 
 
@@ -183,6 +185,8 @@ def _spawn(
             start_new_session=new_session,
         )
         update_job(folder, lambda r: _start_attempt(r, backend, job_id, new_session, proc.pid))
+        if cancel_requested(folder):  # cancelled while it was starting: -C signalled no pid
+            _terminate(proc, new_session)
         pumps = [] if echo is None else _start_pumps(proc, log_file, echo)
         interrupted = False
         try:
@@ -195,6 +199,14 @@ def _spawn(
     if interrupted:
         return code, State.CANCELLED
     return code, State.COMPLETED if code == 0 else State.FAILED
+
+
+def _terminate(proc: subprocess.Popen[bytes], group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.terminate()
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:

@@ -106,6 +106,8 @@ def plan_one(job: Optional[JobRecord], rules: Rules) -> tuple[Action, str]:
         if rules.replace_done:
             return Action.RESUBMIT, "completed; --replace-done"
         return Action.KEEP, "completed"
+    if state is State.VANISHED and latest is not None and latest.started is None:
+        return Action.SUBMIT, "lost before it started (its queue or allocation is gone)"
     code = f" (exit {latest.exit_code})" if latest and latest.exit_code is not None else ""
     if state in _FAILED and rules.retry:
         return Action.SUBMIT, f"{state.value.lower()}{code}; --retry"

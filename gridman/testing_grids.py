@@ -154,16 +154,29 @@ def job_record(
     *,
     backend: str = "local",
     exit_code: Optional[int] = None,
+    started: Optional[bool] = None,
     sig: str = "0123abcd",
 ) -> Optional[JobRecord]:
-    """A one-attempt job record in ``state`` (None for an XP never submitted)."""
+    """A one-attempt job record in ``state`` (None for an XP never submitted).
+
+    The attempt has a start time unless ``started`` is False; by default only a PENDING
+    attempt has none (it waits in a queue).
+    """
     from .jobs import JobRecord, State
 
     if state is None:
         return None
     attempt_state = state if isinstance(state, State) else State(state)
-    record = JobRecord(sig=sig)
-    return record.with_new_attempt(backend, attempt_state, job_id="1", exit_code=exit_code)
+    if started is None:
+        started = attempt_state is not State.PENDING
+    return JobRecord(sig=sig).with_new_attempt(
+        backend,
+        attempt_state,
+        job_id="1",
+        exit_code=exit_code,
+        submitted=1000.0,
+        started=1001.0 if started else None,
+    )
 
 
 def read_job_json(folder: Path) -> dict[str, Any]:

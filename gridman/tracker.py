@@ -172,6 +172,8 @@ def render(
 ) -> str:
     """The table as text; ANSI colours only when ``color``."""
     meta = [("index", ">"), ("name", "<"), ("state", "<"), ("sig", "<")]
+    if not columns and any(r.error for r in rows):
+        columns = [Column(("error",), align="<")]  # somewhere to say what went wrong
     table: list[list[str]] = []
     for row in rows:
         cells = [str(row.index), row.name, row.state, row.sig]

@@ -194,11 +194,12 @@ def test_read_job_missing_is_none(tmp_path: Path) -> None:
     "content",
     ["{torn", "[]", '{"attempts": 3}', '{"version": 99, "attempts": []}', ""],
 )
-def test_corrupt_job_file_reads_as_unknown(tmp_path: Path, content: str) -> None:
+def test_corrupt_job_file_reads_as_failed(tmp_path: Path, content: str) -> None:
+    # FAILED with the reason (attempt 0): never "running" forever, and --retry replaces it
     (tmp_path / JOB_FILE).write_text(content, encoding="utf8")
     record = read_job(tmp_path)
     assert record is not None
-    assert record.state is State.UNKNOWN
+    assert record.state is State.FAILED and record.latest is not None and record.latest.n == 0
     assert record.latest is not None and "error" in record.latest.extra
     # the next update starts from a clean record instead of failing
     new = update_job(tmp_path, lambda r: r.with_new_attempt("foreground", State.RUNNING))
@@ -209,10 +210,11 @@ def test_corrupt_job_file_reads_as_unknown(tmp_path: Path, content: str) -> None
 @pytest.mark.parametrize(
     "content", ['{"attempts": [{"state": "RUNNING"}]}', '{"version": null, "attempts": []}']
 )
-def test_job_file_with_bad_fields_reads_as_unknown(tmp_path: Path, content: str) -> None:
+def test_job_file_with_bad_fields_reads_as_failed(tmp_path: Path, content: str) -> None:
     (tmp_path / JOB_FILE).write_text(content, encoding="utf8")
     record = read_job(tmp_path)
-    assert record is not None and record.state is State.UNKNOWN
+    assert record is not None and record.state is State.FAILED
+    assert record.latest is not None and "job.json" in record.latest.extra["error"]
 
 
 def test_state_properties() -> None:

@@ -11,6 +11,7 @@ __all__ = ["BACKENDS", "Backend", "LaunchContext", "Submission", "get_backend"]
 BACKENDS = {
     "local": "a detached pool of worker processes on this machine (GPU slots included)",
     "inline": "in this process, one XP after the other (debugging, tests)",
+    "mpi": "the ranks of the MPI job this command runs in (mpiexec -n N gridman grid ...)",
 }
 _ALIASES = {"foreground": "local"}  # records written by `gridman run` are polled like local ones
 
@@ -22,6 +23,10 @@ def get_backend(name: str, ctx: LaunchContext) -> Backend:
         from .local import LocalBackend
 
         return LocalBackend(ctx)
+    if name == "mpi":
+        from .mpi import MPIBackend
+
+        return MPIBackend(ctx)
     if name == "inline":
         from .inline import InlineBackend
 

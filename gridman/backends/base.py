@@ -7,7 +7,7 @@ every backend, so that any later command, whatever its backend, can read them.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -37,6 +37,7 @@ class LaunchContext:
     env: Mapping[str, str]  # the scheduling command's environment
     settings: Mapping[str, Any] = field(default_factory=dict)  # gridman.yaml section + CLI
     python: str = ""
+    progress: Optional[Callable[[str], None]] = None  # long submissions report through this
 
 
 class Backend(abc.ABC):
@@ -63,8 +64,8 @@ class Backend(abc.ABC):
     def cancel(self, jobs: Sequence[tuple[Path, JobRecord]]) -> None:
         """Stop these jobs; returns once their records say CANCELLED (or another end)."""
 
-    def describe(self) -> str:
-        """One line for the user: what this backend will do."""
+    def describe(self, submissions: Sequence[Submission] = ()) -> str:
+        """One line for the user: what this backend will do with these XPs."""
         return self.name
 
     def wait_hint(self) -> Optional[str]:

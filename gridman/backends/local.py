@@ -116,8 +116,8 @@ class LocalBackend(Backend):
                 "run with --gpus 0 to run them without GPUs, or set local.gpus in gridman.yaml",
             )
 
-    def describe(self) -> str:
-        cfg = self.config()
+    def describe(self, submissions: Sequence[Submission] = ()) -> str:
+        cfg = self.config(submissions)
         gpus = f", GPUs {','.join(cfg.gpus)} x{cfg.xps_per_gpu}" if cfg.gpus else ""
         return f"local pool ({cfg.workers} workers{gpus})"
 
@@ -177,22 +177,24 @@ class LocalBackend(Backend):
 
     # -- cancel ----------------------------------------------------------------------
     def cancel(self, jobs: Sequence[tuple[Path, JobRecord]]) -> None:
-        waiting: list[Path] = []
-        for folder, record in jobs:
+        live = [(f, r) for f, r in jobs if r.latest is not None and not r.latest.state.finished]
+        running: list[Path] = []
+        # Unqueue every pending XP first, so that no freed slot picks one of them up.
+        for folder, record in live:
             latest = record.latest
-            if latest is None or latest.state.finished:
-                continue
+            assert latest is not None
             if (
                 latest.state is State.PENDING
                 and latest.job_id
                 and _unqueue(self.pool, latest.job_id)
             ):
                 _set_state(folder, State.CANCELLED)
-                continue
-            request_cancel(folder)
+            else:
+                request_cancel(folder)  # the runner checks it before and after starting
+                running.append(folder)
+        for folder in running:
             _signal(folder, signal.SIGTERM)
-            waiting.append(folder)
-        _wait_finished(waiting)
+        _wait_finished(running)
 
 
 def _queued(name: str) -> Callable[[JobRecord], JobRecord]:

@@ -96,6 +96,7 @@ class Pool:
         if len(free) < count:
             return None
         chosen = sorted(free, key=lambda g: (self.gpu_load.get(g, 0), gpus.index(g)))[:count]
+        chosen.sort(key=gpus.index)  # CUDA_VISIBLE_DEVICES lists them in the machine's order
         for gpu in chosen:
             self.gpu_load[gpu] = self.gpu_load.get(gpu, 0) + 1
         return chosen
