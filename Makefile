@@ -14,7 +14,7 @@ $(VENV)/.base: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,mpi]'
 	touch $@ $(VENV)/.base
 
 demo: $(VENV)/.base

@@ -43,7 +43,7 @@ PROBE_VAR = "GRIDMAN_TEST_PROBE"
 #: ``--probe`` (add ``{"probe": {"cuda", "env", "cwd", "pid", "python"}}`` to each entry),
 #: ``--sleep`` (seconds to wait after the epochs), ``--hold FILE`` (wait while FILE exists,
 #: 60 s at most) and ``--stubborn`` (ignore SIGTERM). ``num_*``, ``sleep`` and ``hold`` are
-#: excluded from signatures.
+#: excluded from signatures. ``--crash`` kills the XP's own process with SIGKILL.
 GRID_TRAIN_SOURCE = f'''\
 """Training script written by gridman.testing_grids.make_grid_project."""
 
@@ -67,6 +67,7 @@ parser.add_argument("--probe", action="store_true")
 parser.add_argument("--sleep", type=float, default=0.0)
 parser.add_argument("--hold", default="")
 parser.add_argument("--stubborn", action="store_true")
+parser.add_argument("--crash", action="store_true")
 
 
 @gridman.argparse_main(parser=parser, dir="outputs", exclude=["num_*", "sleep", "hold"])
@@ -99,6 +100,8 @@ def main():
         time.sleep(cfg.sleep)
     if cfg.fail:
         raise RuntimeError("planned failure")
+    if cfg.crash:
+        os.kill(os.getpid(), signal.SIGKILL)  # a hard crash: no Python cleanup at all
     print("done", flush=True)
 
 
