@@ -27,7 +27,7 @@ from .base import Backend, LaunchContext, Submission
 from .local import discover_gpus
 
 TASK, RESULT, STOP = 1, 2, 3
-_BACKOFF_CAP = 0.02
+_BACKOFF_CAP = 0.005
 INSTALL_HINT = "install the MPI extra: pip install 'gridman[mpi]' (mpi4py and the mpich wheel)"
 
 
