@@ -130,7 +130,7 @@ def run(
     project = _project()
     prepared = api.prepare(project, main, sig, argv or [])
     if clear and prepared.exists:
-        _confirm_clear(prepared.xp.folder, yes)
+        confirm_deletion(f"{prepared.xp.folder} and everything in it", yes)
         api.clear(prepared)
     typer.echo(f"gridman: XP {prepared.xp.sig} in {prepared.xp.folder}", err=True)
     result = api.run(project, prepared, echo=(sys.stdout.buffer, sys.stderr.buffer))
@@ -145,15 +145,16 @@ def run(
         raise typer.Exit(EXIT_XP_FAILED)
 
 
-def _confirm_clear(folder: Path, yes: bool) -> None:
-    from .errors import UsageError
+def confirm_deletion(what: str, yes: bool) -> None:
+    """Ask before deleting ``what`` (``--yes`` skips; no terminal to ask on is a usage error)."""
+    from .errors import EXIT_USAGE, UsageError
 
     if yes:
         return
     if not sys.stdin.isatty():
-        raise UsageError(f"--clear would delete {folder}", "add --yes to confirm")
-    if not typer.confirm(f"Delete {folder} and everything in it?", default=False):
-        raise typer.Exit(EXIT_XP_FAILED + 1)
+        raise UsageError(f"--clear would delete {what}", "add --yes to confirm")
+    if not typer.confirm(f"Delete {what}?", default=False):
+        raise typer.Exit(EXIT_USAGE)
 
 
 @app.command(context_settings=_PASS_THROUGH)

@@ -84,7 +84,9 @@ def grid(
         raise UsageError(f"--trim {trim} is out of range",
                          f"the selection has {len(session.selected)} XPs")  # fmt: skip
     if clear and not dry_run:
-        _confirm_clear(len(session.selected), yes)
+        from .cli import confirm_deletion
+
+        confirm_deletion(f"{len(session.selected)} XP folders (after cancelling them)", yes)
     say = _stderr if as_json else typer.echo
     say(f"gridman: backend {session.describe_backend()} ({session.backend_reason})")
     result = gridapi.run_grid(session)
@@ -129,15 +131,6 @@ def _check_flags(
             raise UsageError(f"XP index must be >= 0, got {index}")
     if sum(x is not None for x in shown) > 1:
         raise UsageError("--log, --tail and --folder are exclusive")
-
-
-def _confirm_clear(count: int, yes: bool) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(f"--clear would delete {count} XP folders", "add --yes to confirm")
-    if not typer.confirm(f"Cancel and delete {count} XP folders?", default=False):
-        raise typer.Exit(2)
 
 
 def _show_one(session: Any, log: Optional[int], tail: Optional[int], fold: Optional[int]) -> None:
