@@ -173,6 +173,13 @@ def _row(name: str, figures: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _cpu_line(link: Mapping[str, Any], rewrite: Mapping[str, Any]) -> list[str]:
+    if rewrite["pushes"] != link["pushes"]:
+        return []  # CPU time is not extrapolated
+    ours, theirs = link["cpu_s"], rewrite["cpu_s"]
+    return [f"CPU time: {ours:.3f} s vs {theirs:.1f} s = {ratio_text(ours, theirs)}"]
+
+
 def render(report: Mapping[str, Any]) -> str:
     link, rewrite = report["link"], report["rewrite"]
     pushes, total = link["pushes"], report["rewrite_total_at_pushes_s"]
@@ -189,6 +196,7 @@ def render(report: Mapping[str, Any]) -> str:
         "",
         f"{pushes} pushes: gridman Link {link['total_s']:.3f} s vs rewriting the list "
         f"{total:.1f} s ({how}) = {ratio_text(link['total_s'], total)}",
+        *_cpu_line(link, rewrite),
         *(f"{name}: {load_line(share)}" for name, share in report["foreign_load"].items()),
     ]
     return "\n".join(lines)
