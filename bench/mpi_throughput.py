@@ -50,9 +50,12 @@ def env() -> dict[str, str]:
 
 def timed(command: list[str], cwd: Path) -> float:
     start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, env=env(), check=False, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)  # fmt: skip
-    return time.perf_counter() - start
+    done = subprocess.run(command, cwd=cwd, env=env(), check=False, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)  # fmt: skip
+    seconds = time.perf_counter() - start
+    if done.returncode not in (0, 1):  # 1: some XPs failed, still a measurement
+        print(f"FAILED ({done.returncode}): {' '.join(command)}\n{done.stderr[-2000:]}")
+    return seconds
 
 
 def run_mpi(root: Path) -> float:

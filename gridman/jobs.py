@@ -153,19 +153,26 @@ def read_job(folder: Path) -> Optional[JobRecord]:
         return JobRecord(sig=folder.name, attempts=(broken,))
 
 
-def write_job(folder: Path, record: JobRecord) -> None:
-    """Replace ``job.json`` atomically and durably."""
-    atomic_write_json(folder / JOB_FILE, record.to_json(), fsync=True)
+def write_job(folder: Path, record: JobRecord, durable: bool = True) -> None:
+    """Replace ``job.json`` atomically; fsync'd unless ``durable`` is False."""
+    atomic_write_json(folder / JOB_FILE, record.to_json(), fsync=durable)
 
 
-def update_job(folder: Path, change: Callable[[JobRecord], JobRecord]) -> JobRecord:
-    """Read-modify-write ``job.json`` under the XP's lock; returns the new record."""
+def update_job(
+    folder: Path, change: Callable[[JobRecord], JobRecord], durable: bool = True
+) -> JobRecord:
+    """Read-modify-write ``job.json`` under the XP's lock; returns the new record.
+
+    ``durable=False`` skips the fsync for transitions a crash may lose without losing a result
+    (PENDING, RUNNING): after a crash they read as a runner that is gone, and the XP is
+    rescheduled. Ends of attempts are always durable.
+    """
     with file_lock(folder / LOCK_FILE):
         record = read_job(folder)
         if record is None or (record.latest is not None and record.latest.n == 0):
             record = JobRecord(sig=folder.name)
         new = change(record)
-        write_job(folder, new)
+        write_job(folder, new, durable)
         return new
 
 

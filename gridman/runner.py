@@ -184,7 +184,11 @@ def _spawn(
             # Pool XPs get their own process group: -C signals the XP and its children only.
             start_new_session=new_session,
         )
-        update_job(folder, lambda r: _start_attempt(r, backend, job_id, new_session, proc.pid))
+        update_job(
+            folder,
+            lambda r: _start_attempt(r, backend, job_id, new_session, proc.pid),
+            durable=False,  # a lost RUNNING reads as a runner that is gone: nothing is lost
+        )
         if cancel_requested(folder):  # cancelled while it was starting: -C signalled no pid
             _terminate(proc, new_session)
         pumps = [] if echo is None else _start_pumps(proc, log_file, echo)

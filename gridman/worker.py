@@ -41,7 +41,8 @@ def _write_status(path: str, data: dict[str, object]) -> None:
     from .fsutil import atomic_write_json
 
     try:
-        atomic_write_json(Path(path), {"version": 1, **data}, fsync=True)
+        # Not fsync'd: it only matters when the runner dies and the machine does not.
+        atomic_write_json(Path(path), {"version": 1, **data}, fsync=False)
     except OSError as exc:
         print(f"gridman: cannot write {path}: {exc}", file=sys.stderr)
 

@@ -136,7 +136,7 @@ class LocalBackend(Backend):
             clear_cancel(sub.folder)
             # job.json first: a crash before the queue entry leaves a PENDING attempt with
             # no entry, which poll() reports as VANISHED (and --retry resubmits).
-            update_job(sub.folder, _queued(name))
+            update_job(sub.folder, _queued(name), durable=False)
             item = {
                 "version": 1, "sig": sub.sig, "folder": str(sub.folder), "gpus": sub.resources.gpus,
                 "cwd": str(self.ctx.root),
@@ -208,7 +208,9 @@ def _queued(name: str) -> Callable[[JobRecord], JobRecord]:
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
     # Queue entries hold the user's environment: readable by the user only.
-    atomic_write_json(path, data, fsync=True)
+    # Not fsync'd: an entry lost in a crash leaves a PENDING attempt without its entry, which
+    # poll() reports as lost before it started, and the next plan submits again.
+    atomic_write_json(path, data, fsync=False)
     os.chmod(path, 0o600)
 
 

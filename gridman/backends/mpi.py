@@ -78,7 +78,7 @@ class MPIBackend(Backend):
         tasks: deque[dict[str, Any]] = deque()
         for sub in submissions:
             job_id = f"mpi-{master[0]}-{master[1]}-{sub.sig}"
-            update_job(sub.folder, _queued(job_id, master))
+            update_job(sub.folder, _queued(job_id, master), durable=False)
             tasks.append(self._task(sub, job_id))
         dispatch(comm, tasks, self.ctx.progress)
 
