@@ -14,7 +14,7 @@ $(VENV)/.base: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test,mpi]'
+	$(PIP) install -e '.[test,mpi,plot]'
 	touch $@ $(VENV)/.base
 
 demo: $(VENV)/.base

@@ -98,6 +98,8 @@ def grid_xps(root: Path, scratch: Path) -> list[tuple[str, list[str]]]:
     """(sig, argv) of every XP of the grid, in grid order (the order they are queued in)."""
     done = subprocess.run(gridman_cmd("grid", GRID, "--dry-run", "--json"), cwd=root,
                           env=gridman_env(scratch), capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"gridman grid {GRID} --dry-run --json failed:\n{done.stderr[-2000:]}")
     rows = json.loads(done.stdout)
     return [(str(row["sig"]), list(row["argv"])) for row in rows]
 

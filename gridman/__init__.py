@@ -1,7 +1,8 @@
 """gridman: a grid-search experiment manager.
 
 Public API (imported lazily so that ``import gridman`` and ``gridman --help`` stay light):
-``argparse_main``, ``yaml_main``, ``get_xp``, ``is_xp``, ``XP``, ``Link``, ``GridmanError``.
+``argparse_main``, ``yaml_main``, ``get_xp``, ``is_xp``, ``XP``, ``Link``, ``GridmanError``,
+``load`` (a grid's results as records, see results.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ _LAZY = {
     "GridmanError": "gridman.errors",
     "Explorer": "gridman.explore",
     "Launcher": "gridman.explore",
+    "load": "gridman.results",
+    "Results": "gridman.results",
+    "Record": "gridman.results",
 }
 
 __all__ = sorted(_LAZY)

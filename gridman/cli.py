@@ -165,6 +165,7 @@ def info(
     tail: bool = typer.Option(False, "--tail", "-t", help="Follow the log until the XP ends."),
     metrics: bool = typer.Option(False, "--metrics", "-m", help="Print the whole history."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object, nothing else."),
+    diff: Optional[str] = typer.Option(None, "--diff", help="Compare with XP DIFF (a sig)."),
     main: Optional[str] = typer.Option(None, "--main", help=MAIN_HELP),
 ) -> None:
     """Inspect one XP: signature, folder, argv, delta, state, history and last metrics.
@@ -174,10 +175,16 @@ def info(
       gridman info --sig 3f9a2c1b
       gridman info --sig 3f9a2c1b --tail
       gridman info --json -- --lr 0.01
+      gridman info --sig 3f9a2c1b --diff 7c0e11aa   parameters and final metrics that differ
     """
     from . import api
     from .errors import UsageError
 
+    if diff is not None:
+        from .cli_results import show_diff
+
+        show_diff(_project(), main, sig, argv, diff, as_json)
+        return
     if sig is None and not argv:
         raise UsageError("name an XP", "give --sig SIG, or its training arguments after --")
     found = api.info(_project(), main, sig, argv)
@@ -262,12 +269,20 @@ def _show_log(found: Any, follow: bool) -> None:
 
 
 def _register_grid() -> None:
-    from .cli_grid import grid
+    from .cli_grid import GridCommand, grid
 
-    app.command(name="grid")(grid)
+    app.command(name="grid", cls=GridCommand)(grid)
+
+
+def _register_results() -> None:
+    from .cli_results import export, plot
+
+    app.command(name="export")(export)
+    app.command(name="plot")(plot)
 
 
 _register_grid()
+_register_results()
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""``gridman grid``: the typer command, the plan printout and the monitor (rendering only)."""
+"""``gridman grid``: the typer command, the plan printout and the monitor (rendering only).
+
+Everything after ``--`` is the command template of ``--stage`` (kept aside by GridCommand
+before the options are parsed; without ``--stage`` it is read as more patterns).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,38 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from .errors import EXIT_XP_FAILED, UsageError
+
+#: Where GridCommand leaves the arguments that followed ``--`` (in the context's meta).
+AFTER_DASHES = "gridman.after_dashes"
+
+
+class GridCommand(TyperCommand):
+    """The grid command: what follows ``--`` is kept whole (a stage's command), not parsed."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta[AFTER_DASHES] = list(args[cut + 1 :])
+            args = list(args[:cut])
+        return super().parse_args(ctx, args)
+
+
+@dataclass(frozen=True)
+class View:
+    """How the table is drawn: cut histories, a sparkline column, or groups."""
+
+    trim: Optional[int] = None
+    trim_last: bool = False
+    spark: Optional[str] = None
+    aggregate: Optional[str] = None
 
 
 def use_color(stream: Any = None) -> bool:
@@ -21,6 +51,7 @@ def use_color(stream: Any = None) -> bool:
 
 
 def grid(
+    ctx: typer.Context,
     name: Optional[str] = typer.Argument(None, help="Grid file grids/NAME.py."),
     patterns: Optional[list[str]] = typer.Argument(
         None, help="Select XPs: lr=0.1, seed, !pat (not), 3 (index)."
@@ -46,6 +77,14 @@ def grid(
     workers: Optional[int] = typer.Option(None, "--workers", help="Local pool size (>= 1)."),
     gpus: Optional[int] = typer.Option(None, "--gpus", "-g", help="Override GPUs per XP."),
     as_json: bool = typer.Option(False, "--json", help="Print the grid as one JSON array."),
+    aggregate: Optional[str] = typer.Option(
+        None, "--aggregate", help="Group by every parameter but PARAM: mean ± std, count."
+    ),
+    spark: Optional[str] = typer.Option(None, "--spark", help="Sparkline of METRIC's history."),
+    stage: Optional[str] = typer.Option(
+        None, "--stage", help="Run stage NAME (e.g. test) on completed XPs: command after --."
+    ),
+    stage_force: bool = typer.Option(False, "--stage-force", help="Rerun it where results exist."),
     grids_dir: Optional[str] = typer.Option(None, "--grids-dir", help="Folder of grid files."),
     main: Optional[str] = typer.Option(None, "--main", help="The main (module or path)."),
 ) -> None:
@@ -59,6 +98,9 @@ def grid(
       gridman grid mygrid -C              cancel its pending and running XPs
       gridman grid mygrid -t 3            follow the log of XP #3
       gridman grid mygrid --json          the table as JSON
+      gridman grid mygrid --aggregate seed   mean ± std over seeds
+      gridman grid mygrid --spark train.loss  a sparkline of each XP's loss
+      gridman grid mygrid --stage test -- python eval.py --ckpt {folder}/ckpt.pt {argv}
 
     Exit status: 0 when every shown XP is fine, 1 when some failed, 2 for bad usage.
     """
@@ -67,6 +109,12 @@ def grid(
     from .shep import Rules
 
     _check_flags(interval, trim, dry_run, clear, (log, tail, folder))
+    after = list(ctx.meta.get(AFTER_DASHES) or [])
+    if stage is None and after:
+        patterns = [*(patterns or []), *after]  # `--` before patterns such as -1
+    _check_view_flags(as_json, aggregate, spark, stage, stage_force, (retry, replace,
+                      replace_done, clear, init))  # fmt: skip
+    view = View(trim, trim_last, spark, aggregate)
     rules = Rules(retry=retry, replace=replace, replace_done=replace_done, cancel=cancel,
                   clear=clear)  # fmt: skip
     options = gridapi.GridOptions(
@@ -83,6 +131,16 @@ def grid(
     if trim is not None and trim >= len(session.selected):
         raise UsageError(f"--trim {trim} is out of range",
                          f"the selection has {len(session.selected)} XPs")  # fmt: skip
+    if aggregate:
+        _check_aggregate(session, aggregate)
+    if stage is not None:
+        from .cli_stage import run_stage_command
+        from .stages import StageRequest, parse_template
+
+        template = tuple(after) if cancel and not after else parse_template(after)
+        request = StageRequest(stage, template, stage_force)
+        raise typer.Exit(run_stage_command(session, request, dry_run, cancel, monitor, interval,
+                                           as_json, view))  # fmt: skip
     if clear and not dry_run:
         from .cli import confirm_deletion
 
@@ -94,8 +152,38 @@ def grid(
     if result.initialised:
         say(f"gridman: initialised {result.initialised} XP folders")
     keep_watching = monitor and not dry_run and not cancel and not as_json
-    code = _watch(session, interval, trim, trim_last, keep_watching, as_json, result.plan)
+    code = _watch(session, interval, view, keep_watching, as_json, result.plan)
     raise typer.Exit(code)
+
+
+def _check_view_flags(
+    as_json: bool, aggregate: Optional[str], spark: Optional[str], stage: Optional[str],
+    stage_force: bool, training: tuple[bool, ...],
+) -> None:  # fmt: skip
+    if as_json and (aggregate or spark):
+        raise UsageError(
+            "--aggregate and --spark change the text table; --json always gives one row per XP",
+            "for aggregated JSON: gridman export NAME --aggregate PARAM --format json",
+        )
+    if stage_force and stage is None:
+        raise UsageError("--stage-force goes with --stage NAME")
+    if stage is not None and any(training):
+        raise UsageError(
+            "--stage runs a stage on completed XPs; it does not schedule training",
+            "run --retry/--replace/--replace-done/--clear/--init without --stage",
+        )
+
+
+def _check_aggregate(session: Any, param: str) -> None:
+    from .names import grid_items
+
+    items = grid_items([session.sheeps[i].xp.delta for i in session.selected])
+    keys = list(dict.fromkeys(k for pairs in items for k, _ in pairs))
+    if param not in keys:
+        raise UsageError(
+            f"cannot aggregate over {param!r}: no XP of the selection sets it",
+            f"parameters of the grid: {', '.join(keys) or 'none'}",
+        )
 
 
 def _stderr(text: str) -> None:
@@ -180,24 +268,42 @@ def _print_plan(plan: Any, session: Any, verbose: bool, say: Any) -> None:
             say(f"  {action:<8} x{n}: {reason}")
 
 
-def _rows(session: Any, trim: Optional[int], trim_last: bool) -> list[Any]:
+def _rows(session: Any, view: View) -> list[Any]:
     from .tracker import build_rows, history_lengths
 
     cut = None
-    if trim is not None:
-        cut = history_lengths(session.sheeps, [session.selected[trim]])[0]
-    elif trim_last:
+    if view.trim is not None:
+        cut = history_lengths(session.sheeps, [session.selected[view.trim]])[0]
+    elif view.trim_last:
         cut = min(history_lengths(session.sheeps, session.selected), default=0)
     explorer = session.grid.explorer
-    return build_rows(explorer, session.sheeps, session.selected, session.names, cut)
+    return build_rows(explorer, session.sheeps, session.selected, session.names, cut,
+                      spark=view.spark)  # fmt: skip
 
 
-def _table(session: Any, rows: list[Any], color: bool) -> str:
+def _table(session: Any, rows: list[Any], color: bool, view: View = View()) -> str:
     from .tracker import default_columns, node_columns, render
 
+    if view.aggregate:
+        return _groups(session, rows, color, view.aggregate)
     nodes = session.grid.explorer.get_grid_metrics()
     columns = node_columns(nodes) if nodes else default_columns(rows)
-    return render(rows, columns, color=color, base_name=session.base_name)
+    return render(rows, columns, color=color, base_name=session.base_name,
+                  spark=view.spark or "")  # fmt: skip
+
+
+def _groups(session: Any, rows: list[Any], color: bool, param: str) -> str:
+    from .aggregate import aggregate
+    from .config import flatten
+    from .names import grid_items
+    from .tracker import render_groups
+
+    sheeps = session.sheeps
+    items = grid_items([s.xp.delta for s in sheeps], [s.xp.params for s in sheeps])
+    metrics = [{k: v for k, v in flatten(r.metrics).items() if not isinstance(v, dict)}
+               for r in rows]  # fmt: skip
+    agg = aggregate([items[r.index] for r in rows], metrics, param)
+    return render_groups(agg, [r.state for r in rows], color, session.base_name)
 
 
 def _progress(rows: list[Any]) -> str:
@@ -212,19 +318,18 @@ def _progress(rows: list[Any]) -> str:
 
 
 def _watch(
-    session: Any, interval: float, trim: Optional[int], trim_last: bool, monitor: bool,
-    as_json: bool, plan: Any = None,
+    session: Any, interval: float, view: View, monitor: bool, as_json: bool, plan: Any = None,
 ) -> int:  # fmt: skip
     from .tracker import all_finished
 
-    rows = _rows(session, trim, trim_last)
+    rows = _rows(session, view)
     if monitor and not all_finished(rows):
         try:
-            rows = _monitor(session, interval, trim, trim_last, rows)
+            rows = _monitor(session, interval, view, rows)
         except KeyboardInterrupt:
             _stderr("gridman: stopped monitoring; the XPs keep running (gridman grid "
                     f"{session.grid.name} re-attaches, -C cancels)")  # fmt: skip
-            rows = _rows(session, trim, trim_last)
+            rows = _rows(session, view)
     if as_json:
         steps = {s.sig: s for s in plan.steps} if plan is not None else {}
         data = []
@@ -236,16 +341,14 @@ def _watch(
             data.append(item)
         typer.echo(json.dumps(data, indent=1))
     else:
-        typer.echo(_table(session, rows, use_color()))
+        typer.echo(_table(session, rows, use_color(), view))
         typer.echo(_progress(rows))
     from .tracker import summary
 
     return EXIT_XP_FAILED if summary(rows)["failed"] else 0
 
 
-def _monitor(
-    session: Any, interval: float, trim: Optional[int], trim_last: bool, rows: list[Any]
-) -> list[Any]:
+def _monitor(session: Any, interval: float, view: View, rows: list[Any]) -> list[Any]:
     from .tracker import all_finished
 
     if not sys.stdout.isatty():
@@ -257,7 +360,7 @@ def _monitor(
                 last = line
             time.sleep(min(interval, 1.0))
             session.refresh()
-            rows = _rows(session, trim, trim_last)
+            rows = _rows(session, view)
         return rows
     from rich.console import Console
     from rich.live import Live
@@ -265,8 +368,8 @@ def _monitor(
 
     console = Console()
 
-    def view(rows: list[Any]) -> Text:
-        table = _table(session, rows, use_color())
+    def screen(rows: list[Any]) -> Text:
+        table = _table(session, rows, use_color(), view)
         lines = table.splitlines()
         room = max(5, console.height - 3)
         if len(lines) > room:
@@ -274,10 +377,10 @@ def _monitor(
         head = f"Monitoring grid {session.grid.name}: {_progress(rows)}  (Ctrl-C stops watching)"
         return Text.from_ansi(head + "\n" + "\n".join(lines))
 
-    with Live(view(rows), console=console, auto_refresh=False, transient=True) as live:
+    with Live(screen(rows), console=console, auto_refresh=False, transient=True) as live:
         while not all_finished(rows):
             time.sleep(interval)
             session.refresh()
-            rows = _rows(session, trim, trim_last)
-            live.update(view(rows), refresh=True)
+            rows = _rows(session, view)
+            live.update(screen(rows), refresh=True)
     return rows

@@ -12,7 +12,9 @@ ran, build job records and sheep without running anything, and wait for the deta
   reach a state (the pool runs them in a detached daemon, so nothing else says when);
 - :func:`max_overlap` checks concurrency limits from the attempts' start and end times;
 - :func:`stop_pool` kills whatever a test left running (XP process groups, pool daemons);
-- :func:`job_record` and :func:`fake_sheep` build inputs for the pure parts (shep, tracker).
+- :func:`job_record` and :func:`fake_sheep` build inputs for the pure parts (shep, tracker);
+- :func:`make_xp_folder` leaves an XP folder as a run would, :func:`write_eval_script` a stage
+  command (:data:`EVAL_SOURCE`), and :func:`png_size` reads a PNG's IHDR (results, stages, plots).
 """
 
 from __future__ import annotations
@@ -424,3 +426,105 @@ def parse_json_rows(stdout: str) -> list[dict[str, Any]]:
     assert isinstance(data, list), f"not a JSON array: {stdout[:200]!r}"
     assert all(isinstance(item, dict) for item in data), "not an array of objects"
     return data
+
+
+# -- results, stages and plots ---------------------------------------------------------------
+#: Source of the ``evaluate.py`` that :func:`write_eval_script` writes: a stage command for
+#: :data:`GRID_TRAIN_SOURCE` XPs. ``evaluate.py FOLDER SIG [ARGS...]`` reads the XP's history
+#: and reports ``{"acc": 1 - last train.loss, "epochs": len(history), "argv": ARGS}``: printed
+#: as its last stdout line (wrapped in ``{"test": ...}``), or written to
+#: ``$GRIDMAN_STAGE_OUT`` with ``--file``. ``--fail`` exits 3 and ``--mute`` reports nothing.
+EVAL_SOURCE = '''\
+"""Stage command written by gridman.testing_grids.write_eval_script."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from gridman.link import load_history
+
+folder, sig, args = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+print(f"evaluating {sig}", flush=True)
+print("a warning on stderr", file=sys.stderr, flush=True)
+if "--fail" in args:
+    sys.exit(3)
+history = load_history(folder)
+metrics = {"acc": 1.0 - history[-1]["train"]["loss"], "epochs": len(history), "argv": args,
+           "env": os.environ.get("GRIDMAN_XP_SIG")}
+if "--mute" in args:
+    print("nothing to report")
+elif "--file" in args:
+    with open(os.environ["GRIDMAN_STAGE_OUT"], "w") as handle:
+        json.dump(metrics, handle)
+    print("written")
+else:
+    print(json.dumps({"test": metrics}))
+'''
+
+
+def write_eval_script(root: Path) -> Path:
+    """Write ``root/evaluate.py`` (:data:`EVAL_SOURCE`); returns its path."""
+    path = Path(root) / "evaluate.py"
+    path.write_text(EVAL_SOURCE, encoding="utf8")
+    return path
+
+
+def make_xp_folder(
+    dir: Path,
+    sig: str,
+    *,
+    delta: Sequence[tuple[str, Any]] = (),
+    history: Optional[Sequence[Any]] = None,
+    state: Optional[str] = "COMPLETED",
+    stages: Optional[Mapping[str, Mapping[str, Any]]] = None,
+) -> Path:
+    """An XP folder under the XP root ``dir`` as gridman leaves it, without running anything:
+    ``argv.json`` (argv made from ``delta``), ``history.json``, ``job.json`` in ``state`` and
+    ``stages/NAME/metrics.json`` for each of ``stages``. Returns the folder."""
+    from .fsutil import atomic_write_json
+    from .jobs import write_job
+
+    folder = Path(dir) / "xps" / sig
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = [f"--{k}={v}" for k, v in delta]
+    atomic_write_json(folder / "argv.json", {"version": 1, "sig": sig, "argv": argv,
+                      "delta": [[k, v] for k, v in delta]}, fsync=False)  # fmt: skip
+    if history is not None:
+        atomic_write_json(folder / "history.json", list(history), fsync=False)
+    record = job_record(state, sig=sig)
+    if record is not None:
+        write_job(folder, record)
+    for name, metrics in (stages or {}).items():
+        stage = folder / "stages" / name
+        stage.mkdir(parents=True, exist_ok=True)
+        data = {"version": 1, "stage": name, "metrics": dict(metrics)}
+        atomic_write_json(stage / "metrics.json", data, fsync=False)
+    return folder
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, after decoding the whole file: every chunk's
+    CRC is checked and the image data must inflate to exactly ``height`` scanlines (8-bit,
+    non-interlaced images; the kinds matplotlib writes)."""
+    import struct
+    import zlib
+
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    chunks: list[tuple[bytes, bytes]] = []
+    offset = 8
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind, body = data[offset + 4 : offset + 8], data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
+        assert zlib.crc32(kind + body) == crc, f"bad CRC in chunk {kind!r}"
+        chunks.append((kind, body))
+        offset += 12 + length
+    assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND", "not a complete PNG"
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(color)
+    assert depth == 8 and channels is not None and interlace == 0, "an unexpected PNG kind"
+    pixels = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+    assert len(pixels) == height * (1 + width * channels), "image data of the wrong size"
+    return int(width), int(height)

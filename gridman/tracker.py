@@ -4,7 +4,9 @@ Rows come from each XP's history through the Explorer's ``process_sheep``/``proc
 (by default the last value of every metric, nested dicts as column groups). One unreadable
 history only marks its own row. Columns follow ``Explorer.get_grid_metrics()`` (treetable
 nodes) when it returns any, else every metric seen. Colours only on a terminal and never with
-``NO_COLOR``; the best value of each metric is highlighted.
+``NO_COLOR``; the best value of each metric is highlighted. Metrics of stages (a test pass,
+see stages.py) join each row under the stage's name. ``spark`` adds a unicode sparkline of one
+metric's history; :func:`render_groups` draws an aggregation (mean ± std per group).
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .config import flatten
 from .explore import Explorer, Sheep
 from .link import load_history
+
+if TYPE_CHECKING:
+    from .aggregate import Aggregation
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class Row:
     error: Optional[str]
     argv: list[str]
     folder: str
+    spark: str = ""  # sparkline of one metric's history (not part of the JSON rows)
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` contract: one object per XP with these keys."""
@@ -51,24 +57,73 @@ def build_rows(
     indices: Sequence[int],
     names: Sequence[str],
     trim: Optional[int] = None,
+    spark: Optional[str] = None,
 ) -> list[Row]:
-    """Rows for ``sheeps[i]`` for i in indices; histories cut to ``trim`` entries if given."""
+    """Rows for ``sheeps[i]`` for i in indices; histories cut to ``trim`` entries if given;
+    with ``spark`` (a flattened metric key), each row's sparkline of that metric."""
+    from .stages import stage_metrics
+
     custom = type(explorer).process_sheep is not Explorer.process_sheep
     rows = []
     for i in indices:
         sheep = sheeps[i]
         error = None
+        history: list[Any] = []
         try:
             history = load_history(sheep.xp.folder) if sheep.xp.folder.exists() else []
             if trim is not None:
                 history = history[:trim]
             metrics = explorer.process_sheep(sheep, history) if custom else (
                 explorer.process_history(history))  # fmt: skip
+            metrics = dict(metrics or {})
+            for stage, values in stage_metrics(sheep.xp.folder).items():
+                old = metrics.get(stage)
+                metrics[stage] = {**old, **values} if isinstance(old, Mapping) else values
         except Exception as exc:  # one bad history or hook marks its row, never the table
             metrics, error = {}, f"{type(exc).__name__}: {exc}"
-        rows.append(Row(i, names[i], sheep.sig, state_of(sheep), dict(metrics or {}), error,
-                        list(sheep.xp.argv), str(sheep.xp.folder)))  # fmt: skip
+        line = sparkline(metric_history(history, spark)) if spark else ""
+        rows.append(Row(i, names[i], sheep.sig, state_of(sheep), metrics, error,
+                        list(sheep.xp.argv), str(sheep.xp.folder), line))  # fmt: skip
     return rows
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def metric_history(history: Sequence[Any], key: str) -> list[Optional[float]]:
+    """One flattened metric's value in each entry (None where absent or not a number)."""
+    out: list[Optional[float]] = []
+    for entry in history:
+        value = flatten(entry).get(key) if isinstance(entry, Mapping) else None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        out.append(float(value) if ok and math.isfinite(value) else None)  # type: ignore[arg-type]
+    return out
+
+
+def sparkline(values: Sequence[Optional[float]], width: int = 24) -> str:
+    """``▁▃▅█``: values scaled between their min and max; gaps as spaces; longer series are
+    averaged into ``width`` buckets."""
+    if len(values) > width:
+        buckets = []
+        for b in range(width):
+            part = values[b * len(values) // width : (b + 1) * len(values) // width]
+            nums = [v for v in part if v is not None]
+            buckets.append(sum(nums) / len(nums) if nums else None)
+        values = buckets
+    nums = [v for v in values if v is not None]
+    if not nums:
+        return ""
+    low, high = min(nums), max(nums)
+    top = len(SPARKS) - 1
+    chars = []
+    for v in values:
+        if v is None:
+            chars.append(" ")
+        elif high == low:
+            chars.append(SPARKS[top // 2])
+        else:
+            chars.append(SPARKS[round((v - low) / (high - low) * top)])
+    return "".join(chars)
 
 
 def history_lengths(sheeps: Sequence[Sheep], indices: Sequence[int]) -> list[int]:
@@ -141,6 +196,12 @@ _STATE_STYLE = {
 }  # fmt: skip
 
 
+def lower_is_better(key: str) -> bool:
+    """Whether a metric named ``key`` looks like a loss or an error (its last component)."""
+    name = key.rsplit(".", 1)[-1].lower()
+    return any(tag in name for tag in _LOWER_IS_BETTER)
+
+
 def _get(metrics: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = metrics
     for key in path:
@@ -168,9 +229,11 @@ def _best(rows: Sequence[Row], col: Column) -> Optional[float]:
 
 
 def render(
-    rows: Sequence[Row], columns: Sequence[Column], color: bool = False, base_name: str = ""
-) -> str:
-    """The table as text; ANSI colours only when ``color``."""
+    rows: Sequence[Row], columns: Sequence[Column], color: bool = False, base_name: str = "",
+    spark: str = "",
+) -> str:  # fmt: skip
+    """The table as text; ANSI colours only when ``color``; with ``spark`` (the metric's
+    key), a last column holding each row's sparkline."""
     meta = [("index", ">"), ("name", "<"), ("state", "<"), ("sig", "<")]
     if not columns and any(r.error for r in rows):
         columns = [Column(("error",), align="<")]  # somewhere to say what went wrong
@@ -181,15 +244,20 @@ def render(
             cells += [f"! {row.error}"] + [""] * (len(columns) - 1) if columns else []
         else:
             cells += [fmt_value(_get(row.metrics, c.path), c.fmt) for c in columns]
+        if spark:
+            cells.append(row.spark)
         table.append(cells)
     headers = [m for m, _ in meta] + [c.path[-1] for c in columns]
     aligns = [a for _, a in meta] + [c.align for c in columns]
     groups = [""] * len(meta) + [".".join(c.path[:-1]) for c in columns]
+    best = [None] * len(meta) + [_best(rows, c) for c in columns]
+    if spark:
+        headers, aligns, groups = [*headers, spark], [*aligns, "<"], [*groups, "history"]
+        best.append(None)
     widths = [max([len(h)] + [len(r[i]) for r in table if i < len(r)]) for i, h in
               enumerate(headers)]  # fmt: skip
     if any(r.error for r in rows) and columns:
         widths[len(meta)] = max(widths[len(meta)], 1)
-    best = [None] * len(meta) + [_best(rows, c) for c in columns]
     lines = []
     if base_name:
         lines.append(f"Base: {base_name}")
@@ -255,6 +323,47 @@ def _cell_style(row: Row, i: int, cell: str, best: list[Any], n_meta: int) -> st
         except ValueError:
             return ""
     return ""
+
+
+def render_groups(
+    agg: Aggregation, states: Sequence[str] = (), color: bool = False, base_name: str = ""
+) -> str:
+    """An aggregation as text: one line per group with its size, how many of its XPs are
+    done, and ``mean ± std`` of each metric (``(k)`` when only k XPs have a value)."""
+    paths = [tuple(k.split(".")) for k in agg.metric_keys]
+    headers = ["group", "name", "n", "done"] + [p[-1] for p in paths]
+    groups = ["", "", "", ""] + [".".join(p[:-1]) for p in paths]
+    aligns = [">", "<", ">", ">"] + [">"] * len(paths)
+    best = [None] * 4 + [_best_mean(agg, k) for k in agg.metric_keys]
+    table = []
+    for index, group in enumerate(agg.groups):
+        done = sum(1 for m in group.members if m < len(states) and states[m] == "COMPLETED")
+        cells = [str(index), group.name, str(group.size), str(done) if states else ""]
+        cells += [group.stats[k].text(fmt_value, group.size) for k in agg.metric_keys]
+        table.append(cells)
+    widths = [max([len(h)] + [len(r[i]) for r in table]) for i, h in enumerate(headers)]
+    lines = [f"Base: {base_name}"] if base_name else []
+    lines.append(f"Aggregated over {agg.over}: mean ± std (count when not every XP has it)")
+    lines += _header(headers, groups, widths, color)
+    for group, cells in zip(agg.groups, table):
+        out = []
+        for i, cell in enumerate(cells):
+            text = cell.rjust(widths[i]) if aligns[i] == ">" else cell.ljust(widths[i])
+            mean = group.stats[agg.metric_keys[i - 4]].mean if i >= 4 else None
+            top = best[i]
+            if color and top is not None and mean is not None and math.isclose(mean, top):
+                text = f"\033[1;32m{text}\033[0m"
+            out += [_sep(groups, i) if i else "", text]
+        lines.append("".join(out).rstrip())
+    return "\n".join(lines)
+
+
+def _best_mean(agg: Aggregation, key: str) -> Optional[float]:
+    name = key.rsplit(".", 1)[-1].lower()
+    means = [g.stats[key].mean for g in agg.groups if g.stats[key].mean is not None]
+    if name in ("epoch", "step", "epochs") or len(means) < 2:
+        return None
+    return min(means) if lower_is_better(key) else max(means)  # type: ignore[type-var]
 
 
 def summary(rows: Sequence[Row]) -> dict[str, int]:

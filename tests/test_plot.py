@@ -1,0 +1,163 @@
+"""Pictures: ``gridman plot`` (PNG, SVG, HTML), sparklines and the aggregated grid table."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from gridman.plot import nice_ticks
+from gridman.testing import run_cli
+from gridman.testing_grids import make_grid_project, png_size
+from gridman.tracker import SPARKS, fmt_value, metric_history, sparkline
+
+GRIDS = {
+    "main": "for lr in [0.2, 0.3]:\n    for seed in [0, 1]:\n"
+    "        launcher(lr=lr, seed=seed, epochs=4)",
+}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_grid_project(tmp_path_factory.mktemp("plot") / "proj", GRIDS)
+    result = run_cli(["grid", "main", "--backend", "inline"], root)
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def sigs_of(root: Path, *patterns: str) -> dict[str, str]:
+    result = run_cli(["export", "main", *patterns, "-F", "json"], root)
+    return {row["sig"]: row["name"] for row in json.loads(result.stdout)}
+
+
+def test_html_has_one_series_per_xp(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grid.html"
+    result = run_cli(["plot", "main", "--metric", "train.loss", "-o", str(out)], trained)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (4 curves of train.loss)" in result.stdout
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    series = re.findall(r'<g class="series" data-sig="([0-9a-f]{8})" data-name="([^"]*)"', page)
+    assert dict(series) == sigs_of(trained)  # one series per XP, named by its short name
+    for sig in dict(series):
+        group = re.search(rf'data-sig="{sig}".*?</g>', page, re.S)
+        assert group is not None
+        assert group.group(0).count("<circle") == 4  # one point per epoch
+    legend = re.findall(r'class="legend"/>\s*<text[^>]*>([^<]*)</text>', page)
+    assert legend == [name for _, name in series]
+    # self-contained: no script, nothing fetched
+    assert "<script" not in page and "src=" not in page and "href=" not in page
+    assert "@import" not in page and "url(" not in page
+
+
+def test_svg_and_patterns(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "acc.svg"
+    result = run_cli(["plot", "main", "seed=0", "-m", "train.loss", "-o", str(out)], trained)
+    assert result.exit_code == 0, result.output
+    svg = out.read_text()
+    assert svg.startswith("<svg") and svg.count('class="series"') == 2
+    assert 'width="800" height="500"' in svg
+
+
+def test_png_has_the_asked_size(trained: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "grid.png"
+    args = ["plot", "main", "--metric", "train.loss", "-o", str(out), "--width", "640",
+            "--height", "480"]  # fmt: skip
+    result = run_cli(args, trained)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 5000
+    assert png_size(out) == (640, 480)
+    default = tmp_path / "default.png"
+    run_cli(["plot", "main", "-m", "train.loss", "-o", str(default)], trained)
+    assert png_size(default) == (800, 500)
+
+
+def test_png_without_matplotlib(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    out = tmp_path / "grid.png"
+    result = run_cli(["plot", "main", "--metric", "train.loss", "-o", str(out)], trained)
+    assert result.exit_code == 2
+    assert "pip install 'gridman[plot]'" in result.output and not out.exists()
+
+
+def test_plot_usage_errors(trained: Path, tmp_path: Path) -> None:
+    cases = [
+        (["-m", "valid.acc"], "no selected XP has a history of 'valid.acc'"),
+        (["-m", "train.loss", "-o", str(tmp_path / "x.gif")], "give a file ending in .png"),
+        (["-m", "train.loss", "--width", "10"], "at least 100x100"),
+        (["-m", "train.loss", "lr=0.9"], "no XP selected"),
+    ]
+    for args, needle in cases:
+        result = run_cli(["plot", "main", *args], trained)
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in result.output, (args, result.output)
+    missing = run_cli(["plot", "main", "-m", "valid.acc"], trained)
+    assert "train.loss" in missing.output  # lists what can be plotted
+
+
+def test_default_output_name(trained: Path) -> None:
+    result = run_cli(["plot", "main", "-m", "train.loss"], trained)
+    assert result.exit_code == 0, result.output
+    path = trained / "main-train.loss.html"
+    assert path.is_file() and path.read_text().count('class="series"') == 4
+    path.unlink()
+
+
+def test_nice_ticks() -> None:
+    assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(0.13, 0.31) == pytest.approx([0.15, 0.2, 0.25, 0.3])
+    assert nice_ticks(1.0, 1.0) == [1.0]
+
+
+# -- sparklines -----------------------------------------------------------------------------
+def test_sparkline() -> None:
+    assert sparkline([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]) == SPARKS
+    assert sparkline([3.0, None, 1.0]) == "█ ▁"
+    assert sparkline([2.0, 2.0]) == SPARKS[3] * 2
+    assert sparkline([]) == "" and sparkline([None]) == ""
+    long = sparkline([float(i) for i in range(100)], width=10)
+    assert len(long) == 10 and long[0] == SPARKS[0] and long[-1] == SPARKS[-1]
+    history = [{"a": {"b": 1}}, {"c": 2}, {"a": {"b": True}}, "junk", {"a": {"b": 4.5}}]
+    assert metric_history(history, "a.b") == [1.0, None, None, None, 4.5]
+
+
+def test_grid_spark_column(trained: Path) -> None:
+    result = run_cli(["grid", "main", "--backend", "inline", "--spark", "train.loss"], trained)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("index"))
+    assert header.split()[-1] == "train.loss"
+    assert any(line.rstrip().endswith("history") for line in lines)
+    rows = [line for line in lines if re.search(r"\b[0-9a-f]{8}\b", line)]
+    assert len(rows) == 4
+    assert all(line.endswith("█▄▂▁") or line.endswith("█▃▂▁") for line in rows), rows
+    bad = run_cli(["grid", "main", "--backend", "inline", "--spark", "x", "--json"], trained)
+    assert bad.exit_code == 2 and "gridman export" in bad.output
+
+
+def test_grid_aggregate_table(trained: Path) -> None:
+    result = run_cli(["grid", "main", "--backend", "inline", "--aggregate", "seed"], trained)
+    assert result.exit_code == 0, result.output
+    text = ANSI.sub("", result.stdout)
+    assert "Aggregated over seed" in text
+    groups = [line.split() for line in text.splitlines() if re.match(r"\s+\d+\s+lr=", line)]
+    assert [g[1] for g in groups] == ["lr=0.2", "lr=0.3"]
+    # group, name, n, done | epoch mean ± std | loss mean ± std
+    first = groups[0]
+    assert first[2:4] == ["2", "2"]
+    losses = [1 / (1 + 3 + 0.2 + s) for s in (0, 1)]
+    mean = sum(losses) / 2
+    std = abs(losses[0] - losses[1]) / 2**0.5
+    assert first[-3:] == [fmt_value(mean), "±", fmt_value(std)] == ["0.215", "±", "0.032"]
+    bad = run_cli(["grid", "main", "--backend", "inline", "--aggregate", "depth"], trained)
+    assert bad.exit_code == 2 and "parameters of the grid: epochs, lr, seed" in bad.output
+    assert "plan" not in bad.stdout  # refused before planning
