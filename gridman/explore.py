@@ -176,7 +176,10 @@ def to_argv(main: DecoratedMain, arg: Any) -> list[str]:
 def _caller(grid_file: Optional[Path]) -> str:
     """``file:line`` of the innermost frame in the grid file (else the first outside gridman)."""
     target = str(grid_file) if grid_file else None
-    frame: Any = sys._getframe(1)
+    frame: Any = sys._getframe(2)
+    if frame is not None and frame.f_code.co_filename == target:
+        return f"{target}:{frame.f_lineno}"  # the usual case: called right from the grid file
+    frame = sys._getframe(1)
     first = None
     while frame is not None:
         name = frame.f_code.co_filename

@@ -65,6 +65,7 @@ class GridSession:
     backend: Backend
     backend_reason: str
     _backends: dict[str, Backend] = field(default_factory=dict)
+    _submissions: Optional[list[Submission]] = None
 
     @property
     def dir(self) -> Path:
@@ -73,8 +74,14 @@ class GridSession:
     def chosen(self) -> list[Sheep]:
         return [self.sheeps[i] for i in self.selected]
 
+    def submissions(self) -> list[Submission]:
+        """The selected XPs as backend submissions (built once)."""
+        if self._submissions is None:
+            self._submissions = [_submission(s) for s in self.chosen()]
+        return self._submissions
+
     def describe_backend(self) -> str:
-        return self.backend.describe([_submission(s) for s in self.chosen()])
+        return self.backend.describe(self.submissions())
 
     def backend_for(self, name: str) -> Backend:
         if name == self.backend.name:
@@ -177,8 +184,7 @@ def run_grid(session: GridSession) -> GridResult:
     submit the same XP twice."""
     opts = session.options
     chosen = session.chosen()
-    submissions = [_submission(s) for s in chosen]
-    session.backend.check([s for s in submissions if s is not None])
+    session.backend.check(session.submissions())
     dir = session.dir
     dir.mkdir(parents=True, exist_ok=True)
     with file_lock(dir / LOCK):

@@ -70,7 +70,7 @@ def build_rows(
         error = None
         history: list[Any] = []
         try:
-            history = load_history(sheep.xp.folder) if sheep.xp.folder.exists() else []
+            history = load_history(sheep.xp.folder)  # no files: an empty history
             if trim is not None:
                 history = history[:trim]
             metrics = explorer.process_sheep(sheep, history) if custom else (

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from . import __version__
 from .errors import SignatureCollisionError, UnknownXPError, UsageError
-from .fsutil import FORMAT_VERSION, atomic_write_json, read_json
+from .fsutil import FORMAT_VERSION, atomic_write_bytes, read_json
 from .link import Link
 from .signature import Delta, canonical_json, delta_from_json, is_valid_sig
 
@@ -143,6 +143,8 @@ def _needs_write(xp: XP) -> bool:
             raw = handle.read()
     except FileNotFoundError:
         return True
+    if raw == _argv_bytes(xp):
+        return False  # written by this very gridman for this very XP: nothing to parse
     old = _stored_canonical(raw)
     if old == xp.canonical:
         return False
@@ -155,9 +157,7 @@ def _needs_write(xp: XP) -> bool:
     return True  # unreadable: argv.json can be regenerated
 
 
-def _write_argv(xp: XP) -> None:
-    folder = str(xp.folder)
-    os.makedirs(folder, exist_ok=True)
+def _argv_bytes(xp: XP) -> bytes:
     data = {
         "version": FORMAT_VERSION,
         "sig": xp.sig,
@@ -165,8 +165,14 @@ def _write_argv(xp: XP) -> None:
         "delta": [[k, v] for k, v in xp.delta],
         "gridman": __version__,
     }
+    return (json.dumps(data) + "\n").encode("utf8")  # one line: json's C encoder
+
+
+def _write_argv(xp: XP) -> None:
+    folder = str(xp.folder)
+    os.makedirs(folder, exist_ok=True)
     # argv.json can be regenerated from the grid: atomic but not fsync'd (10,000 must stay fast).
-    atomic_write_json(Path(folder) / ARGV_FILE, data, fsync=False)
+    atomic_write_bytes(Path(folder) / ARGV_FILE, _argv_bytes(xp), fsync=False)
 
 
 def _stored_canonical(raw: bytes) -> Optional[str]:

@@ -69,7 +69,7 @@ def test_init_xp_creates_folder_and_argv(tmp_path: Path) -> None:
 def test_reinit_same_delta_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     init_xp(make_xp(tmp_path, [("lr", 0.5)], ["--lr", "0.5"]))
     writes: list[Path] = []
-    monkeypatch.setattr(gridman.xp, "atomic_write_json", lambda path, *a, **k: writes.append(path))
+    monkeypatch.setattr(gridman.xp, "atomic_write_bytes", lambda path, *a, **k: writes.append(path))
     # the same delta from a different spelling of the argv: kept as first written
     init_xp(make_xp(tmp_path, [("lr", 0.5)], ["--lr=0.50"]))
     assert writes == []
