@@ -2,7 +2,8 @@
 
 Public API (imported lazily so that ``import gridman`` and ``gridman --help`` stay light):
 ``argparse_main``, ``yaml_main``, ``get_xp``, ``is_xp``, ``XP``, ``Link``, ``GridmanError``,
-``load`` (a grid's results as records, see results.py).
+``load`` (a grid's results as records, see results.py), ``Evaluator`` and ``RunningJob``
+(asynchronous evaluation of a function over configurations; the rest is in gridman.evaluator).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ _LAZY = {
     "load": "gridman.results",
     "Results": "gridman.results",
     "Record": "gridman.results",
+    "Evaluator": "gridman.evaluator",
+    "RunningJob": "gridman.evaluator",
 }
 
 __all__ = sorted(_LAZY)
