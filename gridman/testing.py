@@ -263,3 +263,25 @@ def forget_modules(root: Path) -> list[str]:
             del sys.modules[name]
             names.append(name)
     return names
+
+
+def mpi_runtime_missing() -> str:
+    """Why real MPI ranks cannot run here ("" when mpiexec and mpi4py are both there)."""
+    if not (Path(sys.executable).parent / "mpiexec").exists():
+        return f"no mpiexec beside {sys.executable} (pip install 'gridman[mpi]')"
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'gridman[mpi]')"
+    return ""
+
+
+def needs_mpi() -> Any:
+    """A pytest skip mark for tests that run real ranks; with GRIDMAN_REQUIRE_MPI set (CI) a
+    missing runtime is an error instead, so CI never skips them."""
+    import pytest
+
+    missing = mpi_runtime_missing()
+    if missing and os.environ.get("GRIDMAN_REQUIRE_MPI"):
+        raise RuntimeError(f"GRIDMAN_REQUIRE_MPI is set but {missing}")
+    return pytest.mark.skipif(bool(missing), reason=missing)

@@ -17,26 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+from gridman.testing import needs_mpi
 
 BIN = Path(sys.executable).parent
 MPIEXEC = BIN / "mpiexec"
 
 
-def _runtime_missing() -> str:
-    if not MPIEXEC.exists():
-        return f"no mpiexec beside {sys.executable} (pip install 'gridman[mpi]')"
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return "mpi4py is not installed (pip install 'gridman[mpi]')"
-    return ""
-
-
-_MISSING = _runtime_missing()
-if _MISSING and os.environ.get("GRIDMAN_REQUIRE_MPI"):
-    raise RuntimeError(f"GRIDMAN_REQUIRE_MPI is set but {_MISSING}")
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
+pytestmark = needs_mpi()
 
 SCRIPT = textwrap.dedent(
     """

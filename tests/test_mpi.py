@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gridman import testing
 from gridman.backends import mpi
 from gridman.errors import UsageError
 from gridman.testing_grids import make_grid_project, wait_for
@@ -27,20 +28,7 @@ MPIEXEC = BIN / "mpiexec"
 GRIDMAN = BIN / "gridman"
 
 
-def _runtime_missing() -> str:
-    if not MPIEXEC.exists():
-        return f"no mpiexec beside {sys.executable} (pip install 'gridman[mpi]')"
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return "mpi4py is not installed (pip install 'gridman[mpi]')"
-    return ""
-
-
-_MISSING = _runtime_missing()
-if _MISSING and os.environ.get("GRIDMAN_REQUIRE_MPI"):
-    raise RuntimeError(f"GRIDMAN_REQUIRE_MPI is set but {_MISSING}")
-needs_mpi = pytest.mark.skipif(bool(_MISSING), reason=_MISSING)
+needs_mpi = testing.needs_mpi()
 
 
 def _env() -> dict[str, str]:
