@@ -359,3 +359,15 @@ def machine_line() -> str:
         f"{time.strftime('%Y-%m-%d %H:%M %Z')}, load average {loadavg()}; "
         f"gridman {revision()}"
     )
+
+
+def tools_to_compare(no_dora: bool) -> tuple[str, ...]:
+    """("gridman", "dora"), or gridman alone (saying why) when Dora is off or unusable."""
+    if no_dora:
+        print("Dora: not available (--no-dora)")
+        return ("gridman",)
+    reason = ensure_dora()
+    if reason:
+        print(f"Dora: not available ({reason})")
+        return ("gridman",)
+    return ("gridman", "dora")

@@ -39,7 +39,6 @@ from _toy import (
     Stats,
     dora_cmd,
     dora_env,
-    ensure_dora,
     fresh_dir,
     fs_type,
     gridman_cmd,
@@ -50,11 +49,11 @@ from _toy import (
     remove,
     settle,
     table,
+    tools_to_compare,
     write_toy,
 )
 
 TARGET_10K = 8.0
-TOOLS = ("gridman", "dora")
 
 
 def command(tool: str, grid: str) -> list[str]:
@@ -125,15 +124,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     print(f"Machine: {machine_line()}")
-    tools: tuple[str, ...] = ("gridman",)
-    if args.no_dora:
-        print("Dora: not available (--no-dora)")
-    else:
-        reason = ensure_dora()
-        if reason:
-            print(f"Dora: not available ({reason})")
-        else:
-            tools = TOOLS
+    tools = tools_to_compare(args.no_dora)
     with tempfile.TemporaryDirectory(prefix="gridman-bench-plan-") as tmp:
         root = write_toy(Path(tmp) / "toy-project")
         work = Path(tempfile.mkdtemp(prefix="gridman-bench-plan-", dir=args.xp_root or tmp))

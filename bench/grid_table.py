@@ -35,7 +35,6 @@ from _toy import (
     Stats,
     dora_cmd,
     dora_env,
-    ensure_dora,
     fs_type,
     gridman_cmd,
     gridman_env,
@@ -45,6 +44,7 @@ from _toy import (
     remove,
     settle,
     table,
+    tools_to_compare,
     write_toy,
 )
 
@@ -118,15 +118,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     print(f"Machine: {machine_line()}")
-    tools: tuple[str, ...] = ("gridman",)
-    if args.no_dora:
-        print("Dora: not available (--no-dora)")
-    else:
-        reason = ensure_dora()
-        if reason:
-            print(f"Dora: not available ({reason})")
-        else:
-            tools = ("gridman", "dora")
+    tools = tools_to_compare(args.no_dora)
     grid = GRID_OF_SIZE[args.xps]
     with tempfile.TemporaryDirectory(prefix="gridman-bench-table-") as tmp:
         root = write_toy(Path(tmp) / "toy-project")
