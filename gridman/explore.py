@@ -236,9 +236,18 @@ class Explorer:
         return out
 
 
+_SCALARS = (float, int, str, bool, type(None))
+
+
 def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Deep-merge ``new`` into ``into``: later values win, nested dicts merge (into copies, so
+    the history is never modified). Concrete type checks first: this runs for every entry of
+    every history of the table (isinstance against the Mapping ABC is several times slower)."""
     for key, value in new.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = dict(value) if isinstance(value, Mapping) else value
+        if type(value) in _SCALARS or not isinstance(value, Mapping):
+            into[key] = value
+            continue
+        old = into.get(key)
+        if type(old) is not dict:
+            old = into[key] = {}
+        _merge(old, value)
