@@ -231,8 +231,14 @@ class Explorer:
         """The row's metrics: the last value of every metric, plus ``epoch``."""
         out: dict[str, Any] = {"epoch": len(history)}
         for metrics in history:
-            if isinstance(metrics, Mapping):
-                _merge(out, metrics)
+            if type(metrics) is not dict and not isinstance(metrics, Mapping):
+                continue
+            # the scalar case inline: this loop runs for every entry of every row
+            for key, value in metrics.items():
+                if type(value) in _SCALARS or not isinstance(value, Mapping):
+                    out[key] = value
+                else:
+                    _merge_nested(out, key, value)
         return out
 
 
@@ -246,8 +252,12 @@ def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
     for key, value in new.items():
         if type(value) in _SCALARS or not isinstance(value, Mapping):
             into[key] = value
-            continue
-        old = into.get(key)
-        if type(old) is not dict:
-            old = into[key] = {}
-        _merge(old, value)
+        else:
+            _merge_nested(into, key, value)
+
+
+def _merge_nested(into: dict[str, Any], key: str, value: Mapping[str, Any]) -> None:
+    old = into.get(key)
+    if type(old) is not dict:
+        old = into[key] = {}
+    _merge(old, value)
