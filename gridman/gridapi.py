@@ -209,14 +209,13 @@ def _submission(sheep: Sheep) -> Submission:
 
 def _commit(session: GridSession, plan: Plan, chosen: list[Sheep]) -> None:
     by_sig = {s.sig: s for s in chosen}
-    cancel = [sig for sig in plan.to_cancel()]
     jobs = []
-    for sig in cancel:
+    for sig in plan.to_cancel():
         folder = xp_folder(session.dir, sig)
         record = by_sig[sig].job if sig in by_sig else read_job(folder)
         if record is not None:
             jobs.append((folder, record))
-    _cancel(session, jobs)
+    cancel_jobs(session, jobs)
     if session.options.rules.clear:
         for sheep in chosen:
             shutil.rmtree(sheep.xp.folder, ignore_errors=True)
@@ -227,7 +226,8 @@ def _commit(session: GridSession, plan: Plan, chosen: list[Sheep]) -> None:
     session.refresh(chosen)  # the table shows what was just cancelled and submitted
 
 
-def _cancel(session: GridSession, jobs: list[tuple[Path, JobRecord]]) -> None:
+def cancel_jobs(session: GridSession, jobs: Sequence[tuple[Path, JobRecord]]) -> None:
+    """Cancel these jobs, each through the backend that recorded it (one batch per backend)."""
     by_backend: dict[str, list[tuple[Path, JobRecord]]] = defaultdict(list)
     for folder, record in jobs:
         if record.latest is not None and record.latest.n > 0:  # n == 0: unreadable job.json

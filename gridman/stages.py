@@ -255,17 +255,13 @@ def cancel_stage(session: GridSession, name: str) -> int:
     """Cancel the selected XPs' pending and running stage jobs; returns how many."""
     chosen = session.chosen()
     records = refresh_stage(session, name, chosen)
-    by_backend: dict[str, list[tuple[Path, JobRecord]]] = {}
+    from .gridapi import cancel_jobs
+
+    live = []
     for sheep in chosen:
         record = records[sheep.sig]
         latest = record.latest if record else None
         if record is not None and latest is not None and not latest.state.finished:
-            folder = stage_folder(sheep.xp.folder, name)
-            by_backend.setdefault(latest.backend, []).append((folder, record))
-    for backend, jobs in by_backend.items():
-        try:
-            found = session.backend_for(backend)
-        except UsageError:
-            continue  # a backend this gridman does not have: nothing it could cancel
-        found.cancel(jobs)
-    return sum(len(jobs) for jobs in by_backend.values())
+            live.append((stage_folder(sheep.xp.folder, name), record))
+    cancel_jobs(session, live)
+    return len(live)
