@@ -26,7 +26,7 @@ from .runner import (
     worker_command,
     worker_env,
 )
-from .xp import XP, check_sig, init_xp, read_argv_file, require_xp_folder, xp_folder
+from .xp import XP, check_sig, init_xp, read_argv_file, require_xp_folder
 
 
 @dataclass(frozen=True)
@@ -188,12 +188,3 @@ def _describe(sig: str, folder: Path, argv: list[str], delta: list[Any]) -> XPIn
         history_error=error,
         log=log,
     )
-
-
-def history_of(folder: Path) -> list[Any]:
-    """The full history of an XP folder (raises HistoryError when unreadable)."""
-    return load_history(folder)
-
-
-def job_of(dir: Path, sig: str) -> Any:
-    return read_job(xp_folder(dir, sig))

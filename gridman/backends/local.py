@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError, UsageError
-from ..fsutil import atomic_write_json, file_lock, read_json
+from ..fsutil import atomic_write_json, file_lock
 from ..jobs import JobRecord, State, now, pid_alive, read_job, this_host, update_job
 from ..runner import (
     clear_cancel,
@@ -290,19 +290,3 @@ def ensure_daemon(pool: Path, python: str) -> None:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
         )  # fmt: skip
-
-
-def pool_state(pool: Path) -> dict[str, Any]:
-    """What the pool is doing (for `gridman info`/debugging)."""
-    queue = pool / "queue"
-    claimed = pool / "claimed"
-    try:
-        cfg = read_json(pool / "config.json")
-    except (OSError, ValueError):
-        cfg = {}
-    return {
-        "alive": daemon_alive(pool) if pool.exists() else False,
-        "queued": len(os.listdir(queue)) if queue.exists() else 0,
-        "running": len(os.listdir(claimed)) if claimed.exists() else 0,
-        "config": cfg,
-    }
