@@ -73,9 +73,22 @@ def grid(
     log: Optional[int] = typer.Option(None, "--log", "-l", help="Print the log of XP IDX."),
     tail: Optional[int] = typer.Option(None, "--tail", "-t", help="Follow the log of XP IDX."),
     folder: Optional[int] = typer.Option(None, "--folder", "-f", help="Print XP IDX's folder."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="local (default) or inline."),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", help="local, slurm, mpi or inline (default: see gridman.yaml)."
+    ),
     workers: Optional[int] = typer.Option(None, "--workers", help="Local pool size (>= 1)."),
     gpus: Optional[int] = typer.Option(None, "--gpus", "-g", help="Override GPUs per XP."),
+    partition: Optional[str] = typer.Option(None, "--partition", "-p", help="Slurm partition."),
+    time_limit: Optional[int] = typer.Option(None, "--time", help="Time limit, minutes (Slurm)."),
+    mem: Optional[str] = typer.Option(None, "--mem", help="Memory per XP, e.g. 16G (Slurm)."),
+    cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", help="CPUs per XP."),
+    constraint: Optional[str] = typer.Option(None, "--constraint", help="Slurm --constraint."),
+    account: Optional[str] = typer.Option(None, "--account", help="Slurm account."),
+    qos: Optional[str] = typer.Option(None, "--qos", help="Slurm QOS."),
+    comment: Optional[str] = typer.Option(None, "--comment", help="Slurm job comment."),
+    sbatch: Optional[list[str]] = typer.Option(
+        None, "--sbatch", help="Raw sbatch option KEY=VALUE (repeatable), e.g. mail-type=END."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the grid as one JSON array."),
     aggregate: Optional[str] = typer.Option(
         None, "--aggregate", help="Group by every parameter but PARAM: mean ± std, count."
@@ -102,6 +115,10 @@ def grid(
       gridman grid mygrid --spark train.loss  a sparkline of each XP's loss
       gridman grid mygrid --stage test -- python eval.py --ckpt {folder}/ckpt.pt {argv}
 
+    Resources (-p, --time, --mem, --cpus-per-task, --constraint, --account, --qos, --comment,
+    --sbatch) are defaults below the grid file's launcher.slurm_(...) and above gridman.yaml's
+    `slurm:` section; -g/--gpus overrides the grid file.
+
     Exit status: 0 when every shown XP is fine, 1 when some failed, 2 for bad usage.
     """
     from . import gridapi
@@ -120,6 +137,9 @@ def grid(
     options = gridapi.GridOptions(
         name=name, patterns=tuple(patterns or ()), rules=rules, dry_run=dry_run, init=init,
         backend=backend, workers=workers, gpus=gpus, grids_dir=grids_dir, main=main,
+        resources=resource_flags(partition=partition, time=time_limit, mem=mem,
+                                 cpus_per_task=cpus_per_task, constraint=constraint,
+                                 account=account, qos=qos, comment=comment, sbatch=sbatch),
     )  # fmt: skip
     session = gridapi.open_grid(load_project(), options, progress=_progress_printer())
     shown = [x for x in (log, tail, folder) if x is not None]
@@ -146,7 +166,7 @@ def grid(
 
         confirm_deletion(f"{len(session.selected)} XP folders (after cancelling them)", yes)
     say = _stderr if as_json else typer.echo
-    say(f"gridman: backend {session.describe_backend()} ({session.backend_reason})")
+    _stderr(f"gridman: backend {session.describe_backend()} ({session.backend_reason})")
     result = gridapi.run_grid(session)
     _print_plan(result.plan, session, verbose=dry_run, say=say)
     if result.initialised:
@@ -184,6 +204,25 @@ def _check_aggregate(session: Any, param: str) -> None:
             f"cannot aggregate over {param!r}: no XP of the selection sets it",
             f"parameters of the grid: {', '.join(keys) or 'none'}",
         )
+
+
+def resource_flags(sbatch: Optional[list[str]] = None, **flags: Any) -> tuple[tuple[str, Any], ...]:
+    """The resource flags that were given, checked, as (resource key, value) pairs."""
+    for key in ("time", "cpus_per_task"):
+        if flags.get(key) is not None and flags[key] < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {flags[key]}")
+    pairs: list[tuple[str, Any]] = [(k, v) for k, v in flags.items() if v is not None]
+    raw = []
+    for item in sbatch or ():
+        key, eq, value = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not eq or not key:
+            raise UsageError(f"--sbatch takes KEY=VALUE, got {item!r}",
+                             "e.g. --sbatch mail-type=END --sbatch gres=gpu:a100:1")  # fmt: skip
+        raw.append((key, value))
+    if raw:
+        pairs.append(("sbatch_args", tuple(raw)))
+    return tuple(pairs)
 
 
 def _stderr(text: str) -> None:

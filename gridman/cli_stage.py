@@ -34,7 +34,7 @@ def run_stage_command(
         count = cancel_stage(session, name)
         say(f"gridman: cancelled {count} {name} job(s)")
         return _watch(session, interval, view, False, as_json)
-    say(f"gridman: backend {session.describe_backend()} ({session.backend_reason})")
+    _stderr(f"gridman: backend {session.describe_backend()} ({session.backend_reason})")
     result = run_stage(session, request, dry_run)
     print_stage_plan(result.plan, session, dry_run, say)
     failed = 0

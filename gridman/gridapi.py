@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .backends import Backend, LaunchContext, Submission, get_backend
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 from .explore import Sheep
 from .fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
 from .grids import Grid, build_herd, grids_dir, list_grids, load_grid
@@ -26,6 +26,7 @@ from .main import DecoratedMain
 from .mpienv import world
 from .names import grid_items, grid_names, select
 from .project import Project, load_main, main_spec
+from .resources import FIELD_NAMES, Resources
 from .shep import Plan, Rules, make_plan
 from .xp import init_many, xp_folder
 
@@ -47,6 +48,7 @@ class GridOptions:
     gpus: Optional[int] = None
     grids_dir: Optional[str] = None
     main: Optional[str] = None
+    resources: tuple[tuple[str, Any], ...] = ()  # CLI defaults (--time, -p ...): below slurm_()
 
 
 @dataclass
@@ -130,7 +132,23 @@ def choose_backend(project: Project, option: Optional[str]) -> tuple[str, str]:
     configured = project.settings.get("backend")
     if configured:
         return str(configured), f"backend: in {project.file}"
+    if shutil.which("sbatch"):
+        return "slurm", "sbatch is on PATH; --backend local runs XPs on this machine"
     return "local", "the default"
+
+
+def base_resources(project: Project, backend: str, options: GridOptions) -> Resources:
+    """Resources every launcher starts from: gridman.yaml's ``<backend>:`` defaults, then the
+    CLI flags; ``launcher.slurm_(...)`` in the grid file overrides both."""
+    from .backends.slurm import BACKEND_KEYS
+
+    section = project.section(backend) if backend in project.settings else {}
+    defaults = {k: v for k, v in section.items() if k in FIELD_NAMES and k not in BACKEND_KEYS}
+    try:
+        base = Resources().with_changes(defaults)
+    except UsageError as exc:
+        raise ConfigError(f"{project.file}: `{backend}:` {exc.message}", exc.hint) from None
+    return base.with_changes(dict(options.resources))
 
 
 def open_grid(
@@ -149,7 +167,8 @@ def open_grid(
     grid = load_grid(folder, options.name)
     spec = main_spec(project, options.main)
     main = load_main(project, spec)
-    herd = build_herd(grid, main)
+    name, reason = choose_backend(project, options.backend)
+    herd = build_herd(grid, main, base_resources(project, name, options))
     sheeps = list(herd.sheeps.values())
     if options.gpus is not None:
         for sheep in sheeps:
@@ -157,7 +176,6 @@ def open_grid(
     items = grid_items([s.xp.delta for s in sheeps], [s.xp.params for s in sheeps])
     base, names = grid_names(items)
     chosen = select(options.patterns, items, [s.sig for s in sheeps])
-    name, reason = choose_backend(project, options.backend)
     settings = dict(project.section(name)) if name in project.settings else {}
     if options.workers is not None:
         settings["workers"] = options.workers

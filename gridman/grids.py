@@ -19,6 +19,7 @@ from .errors import GridmanError, UsageError, UserCodeError
 from .explore import Explorer, Herd, Launcher
 from .main import DecoratedMain
 from .project import Project, user_traceback
+from .resources import Resources
 
 PACKAGE = "_gridman_grids"
 
@@ -104,10 +105,13 @@ def _import(folder: Path, name: str, path: Path) -> types.ModuleType:
     return module
 
 
-def build_herd(grid: Grid, main: DecoratedMain) -> Herd:
-    """Run the explore function; every launcher call is validated before anything runs."""
+def build_herd(grid: Grid, main: DecoratedMain, resources: Optional[Resources] = None) -> Herd:
+    """Run the explore function; every launcher call is validated before anything runs.
+
+    ``resources``: what every launcher starts from (gridman.yaml and CLI defaults).
+    """
     herd = Herd()
-    launcher = Launcher(main, herd, grid_file=grid.path)
+    launcher = Launcher(main, herd, resources=resources, grid_file=grid.path)
     try:
         grid.explorer(launcher)
     except GridmanError:

@@ -15,14 +15,24 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
 from .errors import XPBusyError
 from .fsutil import file_lock, read_json
-from .jobs import RUN_LOCK, JobRecord, State, now, pid_alive, read_job, this_host, update_job
+from .jobs import (
+    RUN_LOCK,
+    Attempt,
+    JobRecord,
+    State,
+    now,
+    pid_alive,
+    read_job,
+    this_host,
+    update_job,
+)
 
 _GRACE = 10.0
 
@@ -71,12 +81,15 @@ def run_attempt(
     echo: Optional[tuple[BinaryIO, BinaryIO]] = None,
     job_id: Optional[str] = None,
     new_session: bool = False,
+    on_start: Optional[Callable[[subprocess.Popen[bytes]], None]] = None,
 ) -> RunResult:
     """Run ``command`` as a new attempt of the XP in ``folder`` and record how it ended.
 
     With ``echo`` (stdout, stderr), the child's output is also copied to those streams and
     Ctrl-C reaches the child (foreground); otherwise it only goes to the log. The attempt is
     recorded RUNNING once its process exists (with its pid: one durable write), then ended.
+    A backend that queued the attempt under ``job_id`` has it taken over, not duplicated.
+    ``on_start`` gets the child process once it exists (the Slurm job stops it on preemption).
     """
     with file_lock(folder / RUN_LOCK, blocking=False) as got:
         if not got:
@@ -94,7 +107,8 @@ def run_attempt(
             code, state = None, State.CANCELLED
         else:
             env = {**env, "GRIDMAN_STATUS_FILE": str(status_file(folder, n))}
-            code, state = _spawn(command, cwd, env, log, echo, folder, backend, job_id, new_session)
+            code, state = _spawn(command, cwd, env, log, echo, folder, backend, job_id,
+                                 new_session, on_start)  # fmt: skip
             if cancel_requested(folder):
                 state = State.CANCELLED
         update_job(folder, lambda r: r.with_latest(state=state, exit_code=code, ended=now()))
@@ -106,9 +120,14 @@ def _next_attempt(record: Optional[JobRecord], job_id: Optional[str]) -> int:
     latest = record.latest if record else None
     if latest is None or latest.n == 0:
         return 1
-    if latest.state is State.PENDING and job_id and latest.job_id == job_id:
+    if _queued_as(latest, job_id):
         return latest.n
     return latest.n + 1
+
+
+def _queued_as(latest: Optional[Attempt], job_id: Optional[str]) -> bool:
+    # The attempt a backend queued for this job (a poll may have marked it RUNNING already).
+    return bool(latest and job_id and latest.job_id == job_id and not latest.state.finished)
 
 
 def _start_attempt(
@@ -121,7 +140,7 @@ def _start_attempt(
     start = now()
     fields: dict[str, Any] = {"started": start, "host": this_host(), "pid": pid}
     latest = record.latest
-    if latest and latest.state is State.PENDING and job_id and latest.job_id == job_id:
+    if latest and _queued_as(latest, job_id):
         # A backend queued this attempt as PENDING: it now starts (keeping what it noted).
         extra = {**latest.extra, "session": new_session}
         return record.with_latest(state=State.RUNNING, extra=extra, **fields)
@@ -137,7 +156,7 @@ def status_file(folder: Path, attempt: int) -> Path:
     return folder / "log" / f"{attempt}.status.json"
 
 
-def _worker_status(folder: Path, attempt: int) -> dict[str, Any]:
+def worker_status(folder: Path, attempt: int) -> dict[str, Any]:
     try:
         data = read_json(status_file(folder, attempt))
     except (OSError, ValueError):
@@ -171,6 +190,7 @@ def _spawn(
     backend: str,
     job_id: Optional[str],
     new_session: bool,
+    on_start: Optional[Callable[[subprocess.Popen[bytes]], None]] = None,
 ) -> tuple[int, State]:
     with open(log, "ab") as log_file:
         piped = echo is not None
@@ -189,6 +209,8 @@ def _spawn(
             lambda r: _start_attempt(r, backend, job_id, new_session, proc.pid),
             durable=False,  # a lost RUNNING reads as a runner that is gone: nothing is lost
         )
+        if on_start is not None:
+            on_start(proc)
         if cancel_requested(folder):  # cancelled while it was starting: -C signalled no pid
             _terminate(proc, new_session)
         pumps = [] if echo is None else _start_pumps(proc, log_file, echo)
@@ -270,7 +292,7 @@ def mark_vanished(folder: Path) -> Optional[JobRecord]:
     if is_running_here(folder) or pid_alive(latest.pid):
         return record
 
-    said = _worker_status(folder, latest.n)
+    said = worker_status(folder, latest.n)
 
     def vanish(r: JobRecord) -> JobRecord:
         if r.latest is None or r.latest.state is not State.RUNNING:

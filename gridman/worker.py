@@ -8,6 +8,7 @@ a traceback that shows the user's frames, not gridman's.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,10 @@ def main(args: Optional[list[str]] = None) -> int:
         print("usage: python -m gridman.worker MAIN ROOT -- ARGV...", file=sys.stderr)
         return 2
     spec, root, xp_argv = args[0], Path(args[1]), args[3:]
+    if os.environ.pop("GRIDMAN_IGNORE_USR2", None):
+        # Slurm's timeout/preemption warning reaches every process of the job; the job's
+        # runner handles it (checkpoint and requeue), the XP is stopped by it, not killed.
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     status = os.environ.get("GRIDMAN_STATUS_FILE")
     code = _run(spec, root, xp_argv)
     if status:

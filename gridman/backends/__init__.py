@@ -12,6 +12,7 @@ BACKENDS = {
     "local": "a detached pool of worker processes on this machine (GPU slots included)",
     "inline": "in this process, one XP after the other (debugging, tests)",
     "mpi": "the ranks of the MPI job this command runs in (mpiexec -n N gridman grid ...)",
+    "slurm": "a Slurm cluster, as job arrays through submitit (default when sbatch is on PATH)",
 }
 _ALIASES = {"foreground": "local"}  # records written by `gridman run` are polled like local ones
 
@@ -27,6 +28,10 @@ def get_backend(name: str, ctx: LaunchContext) -> Backend:
         from .mpi import MPIBackend
 
         return MPIBackend(ctx)
+    if name == "slurm":
+        from .slurm import SlurmBackend
+
+        return SlurmBackend(ctx)
     if name == "inline":
         from .inline import InlineBackend
 

@@ -1,0 +1,195 @@
+"""What runs inside a Slurm job: one XP through the shared runner, checkpointed by submitit.
+
+submitit unpickles an :class:`XPTask` in the job and calls it; the task runs the XP as a child
+process (``python -m gridman.worker``) with the shared runner, which takes over the PENDING
+attempt the backend recorded under this job id, writes RUNNING (node, pid), the XP's own status
+file and the end. When Slurm warns of the time limit or of a preemption (USR2, ``--signal``),
+submitit calls :meth:`XPTask.checkpoint`: the attempt is recorded TIMEOUT or PREEMPTED and, up
+to ``max_num_timeout`` timeouts (preemptions always), a new PENDING attempt is recorded and the
+job requeued with the same id; the training code resumes from its folder. Without a requeue the
+XP keeps its last seconds and Slurm ends it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..jobs import JobRecord, State, now, read_job, update_job
+from ..runner import run_attempt, worker_command, worker_env
+
+_CURRENT: dict[str, subprocess.Popen[bytes]] = {}  # the XP's process, for checkpoint()
+_STOP_GRACE = 20.0
+
+
+class XPFailed(Exception):
+    """Raised in the job when the XP did not complete, so that Slurm too says FAILED."""
+
+
+def slurm_job_id(env: Optional[dict[str, str]] = None) -> str:
+    """This job's id as gridman records it: ``123_4`` for array task 4 of 123, else ``123``."""
+    env = dict(os.environ if env is None else env)
+    array, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return env.get("SLURM_JOB_ID", "")
+
+
+@dataclass(frozen=True)
+class XPTask:
+    """One XP, pickled by submitit into the job (by reference: gridman must be importable)."""
+
+    folder: str
+    root: str
+    dir: str
+    main_spec: str
+    argv: tuple[str, ...]
+    python: str
+    time_min: Optional[int] = None
+    max_num_timeout: int = 20
+    signal_delay_s: int = 90
+
+    def __call__(self) -> str:
+        _fix_submitit_timeout()
+        folder = Path(self.folder)
+        env = worker_env(os.environ, Path(self.dir), folder.name, {"GRIDMAN_IGNORE_USR2": "1"})
+        command = worker_command(self.main_spec, Path(self.root), self.argv, self.python)
+        result = run_attempt(
+            folder, command, cwd=Path(self.root), env=env, backend="slurm",
+            job_id=slurm_job_id(), new_session=True, on_start=_remember,
+        )  # fmt: skip
+        if result.state is not State.COMPLETED:
+            raise XPFailed(f"XP {folder.name} ended {result.state} (exit code {result.exit_code})")
+        return result.state.value
+
+    # -- submitit's checkpoint hook (called on USR2 in the job's main process) ----------
+    def checkpoint(self) -> Any:
+        folder, job_id = Path(self.folder), slurm_job_id()
+        record = read_job(folder)
+        timed_out = self.timed_out(record)
+        state = State.TIMEOUT if timed_out else State.PREEMPTED
+        requeue = not timed_out or _timeouts(record, job_id) < self.max_num_timeout
+        proc = _CURRENT.get("proc")
+        code: Optional[int] = None
+        if proc is not None and requeue:
+            code = _stop(proc)
+        elif proc is not None:
+            code = _wait(proc)  # no requeue: the XP keeps its last seconds, Slurm ends it
+        update_job(folder, _ended(job_id, state, code, requeue))
+        if not requeue:
+            return None
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self)
+
+    def timed_out(self, record: Optional[JobRecord]) -> bool:
+        """Time limit (rather than preemption): submitit's rule when the limit is known."""
+        latest = record.latest if record else None
+        if self.time_min and latest is not None and latest.started:
+            limit = self.time_min * 60
+            return now() - latest.started >= min(limit * 0.8, limit - 600)
+        left = _time_left()
+        return left is None or left <= self.signal_delay_s + 60
+
+
+def _fix_submitit_timeout() -> None:
+    # Without --time (the cluster's default applies), submitit's USR2 handler would compute
+    # None * 60. With 0 it treats every warning as a timeout; gridman decides the requeue
+    # itself (timed_out, max_num_timeout), so that is all it needs.
+    handler = signal.getsignal(signal.SIGUSR2)
+    delayed = getattr(getattr(handler, "__self__", None), "_delayed", None)
+    if delayed is not None and getattr(delayed, "_timeout_min", 0) is None:
+        delayed._timeout_min = 0
+
+
+def _remember(proc: subprocess.Popen[bytes]) -> None:
+    _CURRENT["proc"] = proc
+
+
+def _timeouts(record: Optional[JobRecord], job_id: str) -> int:
+    if record is None:
+        return 0
+    return sum(1 for a in record.attempts if a.job_id == job_id and a.state is State.TIMEOUT)
+
+
+def _ended(job_id: str, state: State, code: Optional[int], requeue: bool) -> Any:
+    def change(record: JobRecord) -> JobRecord:
+        latest = record.latest
+        if latest is None or latest.job_id != job_id or latest.state.finished:
+            return record
+        record = record.with_latest(state=state, exit_code=code, ended=now())
+        if requeue:
+            extra = {k: v for k, v in latest.extra.items() if k in ("job_name", "token")}
+            record = record.with_new_attempt(
+                "slurm", State.PENDING, job_id=job_id, array_index=latest.array_index,
+                submitted=now(), extra={**extra, "requeued": True},
+            )  # fmt: skip
+        return record
+
+    return change
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> Optional[int]:
+    """TERM the XP's process group (the runner gave it its own session), then KILL."""
+    for sig, wait in ((signal.SIGTERM, _STOP_GRACE), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        code = _wait(proc, wait)
+        if code is not None:
+            return code
+    return None
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: Optional[float] = None) -> Optional[int]:
+    """The XP's exit status once it ended (None after ``timeout``), without reaping it.
+
+    This runs in a signal handler while the main thread sits in ``proc.wait()`` holding the
+    Popen's lock: ``proc.poll()`` would never answer. ``waitid(WNOWAIT)`` looks at the child
+    and leaves it for that ``wait()`` to reap.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return proc.returncode  # already reaped
+        if info is not None and info.si_pid:
+            exited = info.si_code == os.CLD_EXITED
+            return info.si_status if exited else -info.si_status
+        if deadline is not None and time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+
+
+def _time_left() -> Optional[float]:
+    """Seconds before this job's time limit, from squeue (None when unknown or unlimited)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%L"], capture_output=True,
+                             text=True, timeout=20).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_duration(out)
+
+
+def parse_duration(text: str) -> Optional[float]:
+    """Slurm's ``[D-]H:MM:SS`` / ``MM:SS`` in seconds; None for UNLIMITED, INVALID or junk."""
+    days, _, rest = text.strip().rpartition("-")
+    try:
+        parts = [int(p) for p in rest.split(":")]
+        total = int(days) * 86400 if days else 0
+    except ValueError:
+        return None
+    if not parts or len(parts) > 3:
+        return None
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return float(total + parts[0] * 3600 + parts[1] * 60 + parts[2])
