@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
 from .errors import UsageError, XPBusyError
-from .jobs import read_job
+from .jobs import JobRecord, read_job
 from .link import load_history
 from .main import DecoratedMain
 from .project import Project, load_main, main_spec
@@ -21,7 +21,6 @@ from .runner import (
     RunResult,
     clear_cancel,
     is_running_here,
-    mark_vanished,
     run_attempt,
     worker_command,
     worker_env,
@@ -158,12 +157,37 @@ def info(
         folder = prepared.xp.folder
         sig = prepared.xp.sig
         xp_argv, delta = prepared.xp.argv, [[k, v] for k, v in prepared.xp.delta]
-    return _describe(sig, folder, xp_argv, delta)
+    return _describe(sig, folder, xp_argv, delta, project)
 
 
-def _describe(sig: str, folder: Path, argv: list[str], delta: list[Any]) -> XPInfo:
+def refreshed_record(project: Project, folder: Path) -> Optional[JobRecord]:
+    """The XP's job record, refreshed through the backend that recorded it when still live."""
+    from .backends import LaunchContext, get_backend
+
+    record = read_job(folder)
+    latest = record.latest if record else None
+    if record is None or latest is None or latest.state.finished or latest.n == 0:
+        return record
+    settings = _section(project, latest.backend)
+    ctx = LaunchContext(root=project.root, dir=folder.parent.parent, main_spec="",
+                        env=dict(os.environ), settings=settings)  # fmt: skip
+    try:
+        backend = get_backend(latest.backend, ctx)
+    except UsageError:
+        return record  # recorded by a backend this gridman does not have
+    return backend.poll([(folder, record)]).get(folder, record)
+
+
+def _section(project: Project, name: str) -> dict[str, Any]:
+    value = project.settings.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _describe(
+    sig: str, folder: Path, argv: list[str], delta: list[Any], project: Project
+) -> XPInfo:
     exists = folder.is_dir()
-    record = mark_vanished(folder) if exists else None
+    record = refreshed_record(project, folder) if exists else None
     history: list[Any] = []
     error = None
     if exists:

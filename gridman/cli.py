@@ -224,6 +224,33 @@ def _fmt(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
+def _attempt_text(attempt: dict[str, Any]) -> str:
+    parts = [f"{attempt.get('state')}", f"on {attempt.get('backend')}"]
+    if attempt.get("job_id"):
+        parts.append(f"job {attempt['job_id']}")
+    if attempt.get("array_index") is not None:
+        parts.append(f"(array index {attempt['array_index']})")
+    if attempt.get("host"):
+        parts.append(f"node {attempt['host']}")
+    if attempt.get("exit_code") is not None:
+        parts.append(f"exit {attempt['exit_code']}")
+    if (attempt.get("extra") or {}).get("error"):
+        parts.append(f"- {attempt['extra']['error']}")
+    return " ".join(parts)
+
+
+def _job_rows(job: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where each attempt ran (job id, array index, node), latest last."""
+    attempts = [a for a in job.get("attempts") or [] if isinstance(a, dict)]
+    if not attempts:
+        return []
+    rows = [("job", _attempt_text(attempts[-1]))]
+    if len(attempts) > 1:
+        rows += [("attempts" if i == 0 else "", f"{a.get('n')}: {_attempt_text(a)}")
+                 for i, a in enumerate(attempts)]  # fmt: skip
+    return rows
+
+
 def _render_info(found: Any) -> str:
     delta = "  ".join(f"{k}={_fmt(v)}" for k, v in found.delta) or "(defaults)"
     if found.state is None:
@@ -243,6 +270,7 @@ def _render_info(found: Any) -> str:
         ("state", state),
         ("history", f"{found.history_len} entries"),
     ]
+    rows += _job_rows(found.job or {})
     if found.history_error:
         rows.append(("history!", found.history_error))
     if found.last_metrics:

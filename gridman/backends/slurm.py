@@ -295,13 +295,13 @@ class SlurmBackend(Backend):
             return fresh
         unclaimed = []
         for index, relative in enumerate(intent.folders):
-            folder, task = self._inside(relative), intent.task_id(index)
-            if folder is None or read_job(folder) is None:  # --clear deleted it: keep it so
+            where, task = self._inside(relative), intent.task_id(index)
+            if where is None or read_job(where) is None:  # --clear deleted it: keep it so
                 unclaimed.append(task)
                 continue
-            record = update_job(folder, _with_job_id(token, task), durable=False)
+            record = update_job(where, _with_job_id(token, task), durable=False)
             if _job_id(record) == task and _ours(record, token):
-                fresh[folder] = record
+                fresh[where] = record
             else:
                 unclaimed.append(task)  # its XP moved on: nobody waits for this task
         scancel(unclaimed)
