@@ -137,17 +137,18 @@ def choose_backend(project: Project, option: Optional[str]) -> tuple[str, str]:
     return "local", "the default"
 
 
-def base_resources(project: Project, backend: str, options: GridOptions) -> Resources:
-    """Resources every launcher starts from: gridman.yaml's ``<backend>:`` defaults, then the
-    CLI flags; ``launcher.slurm_(...)`` in the grid file overrides both."""
+def base_resources(project: Project, options: GridOptions) -> Resources:
+    """Resources every launcher starts from: gridman.yaml's ``slurm:`` defaults, then the CLI
+    flags; ``launcher.slurm_(...)`` in the grid file overrides both (as in Dora, the ``slurm``
+    resources are used by every backend that can: GPUs locally too)."""
     from .backends.slurm import BACKEND_KEYS
 
-    section = project.section(backend) if backend in project.settings else {}
+    section = project.section("slurm") if "slurm" in project.settings else {}
     defaults = {k: v for k, v in section.items() if k in FIELD_NAMES and k not in BACKEND_KEYS}
     try:
         base = Resources().with_changes(defaults)
     except UsageError as exc:
-        raise ConfigError(f"{project.file}: `{backend}:` {exc.message}", exc.hint) from None
+        raise ConfigError(f"{project.file}: `slurm:` {exc.message}", exc.hint) from None
     return base.with_changes(dict(options.resources))
 
 
@@ -168,7 +169,7 @@ def open_grid(
     spec = main_spec(project, options.main)
     main = load_main(project, spec)
     name, reason = choose_backend(project, options.backend)
-    herd = build_herd(grid, main, base_resources(project, name, options))
+    herd = build_herd(grid, main, base_resources(project, options))
     sheeps = list(herd.sheeps.values())
     if options.gpus is not None:
         for sheep in sheeps:

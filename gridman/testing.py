@@ -184,7 +184,9 @@ def make_yaml_project(
 
 
 def _settings(extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    settings: dict[str, Any] = {"main": "train.py", "dir": "outputs"}
+    # backend: local, so that a machine with sbatch on PATH (CI) does not send every test
+    # grid to Slurm; tests of the Slurm backend or of the default choice override it.
+    settings: dict[str, Any] = {"main": "train.py", "dir": "outputs", "backend": "local"}
     settings.update(extra or {})
     return {k: v for k, v in settings.items() if v is not None}
 

@@ -53,7 +53,7 @@ def test_discovery_from_a_subfolder(project: Path) -> None:
     found = load_project(deep)
     assert found.root == project
     assert found.file == project / "gridman.yaml"
-    assert found.settings == {"main": "train.py", "dir": "outputs"}
+    assert found.settings == {"main": "train.py", "dir": "outputs", "backend": "local"}
     assert found.dir == project / "outputs"
     assert find_root(deep) == project
 
