@@ -500,7 +500,7 @@ def test_described_workers_match_the_pool(tmp_path: Path) -> None:
     write_grid(root, "g", "launcher.slurm_(gpus=1)\nlauncher(seed=1)")
     result = grid(root, "g", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert f"({count} workers, GPUs {','.join(map(str, gpus))} x1)" in result.stdout
+    assert f"({count} workers, GPUs {','.join(map(str, gpus))} x1)" in result.stderr
 
 
 def test_gpus_asked_but_none_available(tmp_path: Path) -> None:
