@@ -46,6 +46,7 @@ PROBE_VAR = "GRIDMAN_TEST_PROBE"
 #: ``--sleep`` (seconds to wait after the epochs), ``--hold FILE`` (wait while FILE exists,
 #: 60 s at most) and ``--stubborn`` (ignore SIGTERM). ``num_*``, ``sleep`` and ``hold`` are
 #: excluded from signatures. ``--crash`` kills the XP's own process with SIGKILL.
+#: ``--sleep-once S`` sleeps S seconds on the first attempt only (a requeued XP resumes).
 GRID_TRAIN_SOURCE = f'''\
 """Training script written by gridman.testing_grids.make_grid_project."""
 
@@ -70,9 +71,11 @@ parser.add_argument("--sleep", type=float, default=0.0)
 parser.add_argument("--hold", default="")
 parser.add_argument("--stubborn", action="store_true")
 parser.add_argument("--crash", action="store_true")
+parser.add_argument("--sleep-once", type=float, default=0.0)
 
 
-@gridman.argparse_main(parser=parser, dir="outputs", exclude=["num_*", "sleep", "hold"])
+@gridman.argparse_main(parser=parser, dir="outputs",
+                       exclude=["num_*", "sleep", "hold", "sleep_once"])
 def main():
     xp = gridman.get_xp()
     cfg = xp.cfg
@@ -100,6 +103,11 @@ def main():
             time.sleep(0.05)
     if cfg.sleep:
         time.sleep(cfg.sleep)
+    marker = xp.folder / "slept-once"
+    if cfg.sleep_once and not marker.exists():  # a long first attempt; a resumed one is quick
+        marker.touch()
+        print("sleeping once", flush=True)
+        time.sleep(cfg.sleep_once)
     if cfg.fail:
         raise RuntimeError("planned failure")
     if cfg.crash:

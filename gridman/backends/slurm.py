@@ -15,6 +15,8 @@ writes itself settles jobs Slurm has forgotten. ``cancel`` is one ``scancel`` of
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import secrets
 import shlex
@@ -73,10 +75,11 @@ class Intent:
 def array_chunks(
     submissions: Sequence[Submission], max_size: int, group: bool = True
 ) -> list[list[Submission]]:
-    """Submissions grouped into arrays: same resources (and same explicit array, if any)."""
+    """Submissions grouped into arrays of at most ``max_size``: all XPs that share their
+    resources, or (``group=False``) only those of one ``launcher.job_array()`` block."""
     groups: dict[Any, list[Submission]] = {}
-    for n, sub in enumerate(submissions):
-        key: Any = (sub.resources, sub.array) if group or sub.array else ("single", n)
+    for sub in submissions:
+        key: Any = sub.resources if group else (sub.resources, sub.array)
         groups.setdefault(key, []).append(sub)
     chunks = []
     for members in groups.values():
@@ -198,7 +201,8 @@ class SlurmBackend(Backend):
         tasks = [self._task(sub) for sub in chunk]
         self.sbatch_calls += 1
         try:
-            with executor.batch():
+            # submitit prints sbatch's stderr itself: it goes into the error message instead.
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                 jobs = [executor.submit(task) for task in tasks]
         except Exception as exc:  # submitit raises several kinds; all mean sbatch failed
             raise SlurmError(
