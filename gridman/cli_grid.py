@@ -87,7 +87,9 @@ def grid(
     qos: Optional[str] = typer.Option(None, "--qos", help="Slurm QOS."),
     comment: Optional[str] = typer.Option(None, "--comment", help="Slurm job comment."),
     sbatch: Optional[list[str]] = typer.Option(
-        None, "--sbatch", help="Raw sbatch option KEY=VALUE (repeatable), e.g. mail-type=END."
+        None,
+        "--sbatch",
+        help="Raw sbatch option KEY=VALUE or KEY (repeatable), e.g. mail-type=END.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the grid as one JSON array."),
     aggregate: Optional[str] = typer.Option(
@@ -214,11 +216,11 @@ def resource_flags(sbatch: Optional[list[str]] = None, **flags: Any) -> tuple[tu
     pairs: list[tuple[str, Any]] = [(k, v) for k, v in flags.items() if v is not None]
     raw = []
     for item in sbatch or ():
-        key, eq, value = item.partition("=")
+        key, _, value = item.partition("=")
         key = key.strip().lstrip("-")
-        if not eq or not key:
-            raise UsageError(f"--sbatch takes KEY=VALUE, got {item!r}",
-                             "e.g. --sbatch mail-type=END --sbatch gres=gpu:a100:1")  # fmt: skip
+        if not key or " " in key:
+            raise UsageError(f"--sbatch takes KEY=VALUE or a bare KEY, got {item!r}",
+                             "e.g. --sbatch mail-type=END --sbatch hold")  # fmt: skip
         raw.append((key, value))
     if raw:
         pairs.append(("sbatch_args", tuple(raw)))
@@ -316,8 +318,22 @@ def _rows(session: Any, view: View) -> list[Any]:
     elif view.trim_last:
         cut = min(history_lengths(session.sheeps, session.selected), default=0)
     explorer = session.grid.explorer
-    return build_rows(explorer, session.sheeps, session.selected, session.names, cut,
-                      spark=view.spark)  # fmt: skip
+    cache = _row_cache(session) if cut is None and not view.spark else None
+    rows = build_rows(explorer, session.sheeps, session.selected, session.names, cut,
+                      spark=view.spark, cache=cache)  # fmt: skip
+    if cache is not None:
+        cache.save(s.sig for s in session.sheeps)
+    return rows
+
+
+def _row_cache(session: Any) -> Any:
+    """The grid's cache of table rows (rowcache.py), keyed by the code that computes them."""
+    from .rowcache import RowCache, cache_path, code_fingerprint
+
+    explorer = session.grid.explorer
+    roots = [session.project.root, session.grid.path.parent]
+    return RowCache.load(cache_path(session.dir, session.grid.name),
+                         code_fingerprint(explorer, roots))  # fmt: skip
 
 
 def _table(session: Any, rows: list[Any], color: bool, view: View = View()) -> str:

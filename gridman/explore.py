@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import GridmanError, SignatureCollisionError, UsageError
+from .perf import paused_gc
 from .resources import Resources
 
 if TYPE_CHECKING:
     from .jobs import JobRecord
     from .main import DecoratedMain
     from .xp import XP
+
+
+#: ``value_to_argv`` results by (key, value type, value), shared by the launchers of a grid.
+ArgvMemo = dict[tuple[str, type, Any], list[str]]
 
 
 class GridFileError(UsageError):
@@ -55,6 +60,10 @@ class Herd:
     duplicates: int = 0
     #: resources of the open ``job_array()`` block, None outside one
     array_resources: Optional[Resources] = None
+    #: where the XPs go (the main's ``dir``, read once per herd rather than once per XP)
+    xp_dir: Optional[Path] = None
+    #: ``value_to_argv`` results by (key, value type, value): a grid repeats its values
+    argv_memo: ArgvMemo = field(default_factory=dict)
 
     def add(self, xp: XP, resources: Resources, origin: str) -> None:
         old = self.sheeps.get(xp.sig)
@@ -118,15 +127,24 @@ class Launcher:
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         """Schedule one XP with this launcher's arguments plus these."""
-        with self._located():
+        # Runs once per XP of the grid: errors are re-raised as _located() does, inline.
+        herd = self._herd
+        try:
             argv = list(self._argv)
-            for arg in (*args, kwargs):
-                argv += to_argv(self._main, arg)
-            herd = self._herd
-            if herd.array_resources not in (None, self._resources):
+            for arg in args:
+                argv += to_argv(self._main, arg, herd.argv_memo)
+            if kwargs:
+                argv += to_argv(self._main, kwargs, herd.argv_memo)
+            if herd.array_resources is not None and herd.array_resources != self._resources:
                 raise UsageError("cannot change resources inside a job array")
-            xp = self._main.get_xp(argv)
+            if herd.xp_dir is None:
+                herd.xp_dir = self._main.dir
+            xp = self._main.get_xp(argv, herd.xp_dir)
             herd.add(xp, self._resources, _caller(self._grid_file))
+        except GridFileError:
+            raise
+        except GridmanError as exc:
+            raise self._relocated(exc) from None
 
     @contextlib.contextmanager
     def job_array(self) -> Iterator[None]:
@@ -149,28 +167,55 @@ class Launcher:
         except GridFileError:
             raise
         except GridmanError as exc:
-            where = _caller(self._grid_file)
-            message = exc.message
-            if where and not message.startswith(where):
-                message = f"{where}: {message}"
-            raise GridFileError(message, exc.hint) from None
+            raise self._relocated(exc) from None
+
+    def _relocated(self, exc: GridmanError) -> GridFileError:
+        where = _caller(self._grid_file)
+        message = exc.message
+        if where and not message.startswith(where):
+            message = f"{where}: {message}"
+        return GridFileError(message, exc.hint)
 
 
-def to_argv(main: DecoratedMain, arg: Any) -> list[str]:
-    """Launcher arguments -> argv: strings as is, dicts through the main, lists concatenated."""
+def to_argv(main: DecoratedMain, arg: Any, memo: Optional[ArgvMemo] = None) -> list[str]:
+    """Launcher arguments -> argv: strings as is, dicts through the main, lists concatenated.
+
+    ``memo`` keeps ``main.value_to_argv`` results for hashable values (by key, value type and
+    value, so ``1``, ``1.0`` and ``True`` stay apart) across the calls of one grid."""
     if isinstance(arg, str):
         return [arg]
     if isinstance(arg, Mapping):
         out: list[str] = []
         for key, value in arg.items():
-            out += main.value_to_argv(str(key), value)
+            out += _value_argv(main, str(key), value, memo)
         return out
     if isinstance(arg, (list, tuple)):
         out = []
         for item in arg:
-            out += to_argv(main, item)
+            out += to_argv(main, item, memo)
         return out
     raise UsageError(f"launcher arguments must be str, dict or list, got {type(arg).__name__}")
+
+
+def _value_argv(
+    main: DecoratedMain,
+    key: str,
+    value: Any,
+    memo: Optional[ArgvMemo],
+) -> list[str]:
+    kind = type(value)
+    if memo is None or kind not in _MEMO_TYPES:
+        return main.value_to_argv(key, value)
+    # floats by repr: -0.0 == 0.0 (same hash) but they are different arguments
+    memo_key = (key, kind, repr(value) if kind is float else value)
+    found = memo.get(memo_key)
+    if found is None:
+        found = memo[memo_key] = main.value_to_argv(key, value)
+    return found
+
+
+#: Value types whose argv tokens are memoised (hashable, and equal only to the same value).
+_MEMO_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
 def _caller(grid_file: Optional[Path]) -> str:
@@ -197,12 +242,17 @@ _OWN = str(Path(__file__).parent)
 class Explorer:
     """Decorator around ``explore(launcher)``; subclass it to define the grid's table."""
 
+    #: Whether the table may reuse rows computed from unchanged histories (see rowcache.py).
+    #: Set it to False when ``process_history`` reads anything besides the history it is given.
+    cache_rows: bool = True
+
     def __init__(self, explore: Callable[[Launcher], Any]) -> None:
         self.explore = explore
         self.__doc__ = explore.__doc__
 
     def __call__(self, launcher: Launcher) -> None:
-        self.explore(launcher)
+        with paused_gc():  # a big grid creates ~10 objects per XP, none in cycles
+            self.explore(launcher)
 
     def get_grid_metrics(self) -> list[Any]:
         """treetable nodes of the metric columns; empty means every metric, flattened."""

@@ -26,7 +26,7 @@ from .main import DecoratedMain
 from .mpienv import world
 from .names import grid_items, grid_names, select
 from .project import Project, load_main, main_spec
-from .resources import FIELD_NAMES, Resources
+from .resources import Resources
 from .shep import Plan, Rules, make_plan
 from .xp import init_many, xp_folder
 
@@ -144,9 +144,9 @@ def base_resources(project: Project, options: GridOptions) -> Resources:
     from .backends.slurm import BACKEND_KEYS
 
     section = project.section("slurm") if "slurm" in project.settings else {}
-    defaults = {k: v for k, v in section.items() if k in FIELD_NAMES and k not in BACKEND_KEYS}
+    defaults = {k: v for k, v in section.items() if k not in BACKEND_KEYS}
     try:
-        base = Resources().with_changes(defaults)
+        base = Resources().with_changes(defaults)  # an unknown key names the valid ones
     except UsageError as exc:
         raise ConfigError(f"{project.file}: `slurm:` {exc.message}", exc.hint) from None
     return base.with_changes(dict(options.resources))

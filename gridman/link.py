@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import HistoryError
-from .fsutil import atomic_write_bytes, atomic_write_json, fsync_dir, read_json
+from .fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
 from .signature import jsonable
 
 HISTORY = "history.json"
@@ -39,10 +39,21 @@ _MIN_JOURNAL = 64
 _open_links: weakref.WeakSet[Link] = weakref.WeakSet()
 
 
-def _read_journal(path: Path) -> list[tuple[int, Any]]:
+def _read_bytes(path: str) -> bytes:
+    """A whole file through a bare descriptor (the table reads one or two per XP)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        chunks = [os.read(fd, 1 << 20)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 1 << 20))
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _read_journal(path: Path | str) -> list[tuple[int, Any]]:
+    try:
+        data = _read_bytes(os.fspath(path))
     except FileNotFoundError:
         return []
     entries = []
@@ -57,22 +68,24 @@ def _read_journal(path: Path) -> list[tuple[int, Any]]:
     return entries
 
 
-def load_history(folder: Path) -> list[Any]:
+def load_history(folder: Path | str, journal: bool = True) -> list[Any]:
     """The full history of the XP in ``folder`` (empty when it has none).
 
+    ``journal=False`` when the caller knows there is no journal (one failed open fewer).
     Raises HistoryError when ``history.json`` exists but is not a JSON list.
     """
-    journal = _read_journal(folder / JOURNAL)
-    path = folder / HISTORY
+    where = os.fspath(folder)
+    entries = _read_journal(os.path.join(where, JOURNAL)) if journal else []
+    path = os.path.join(where, HISTORY)
     try:
-        history = read_json(path)
+        history = json.loads(_read_bytes(path))
     except FileNotFoundError:
         history = []
     except (OSError, ValueError) as exc:
         raise HistoryError(f"{path}: unreadable history ({exc})") from None
     if not isinstance(history, list):
         raise HistoryError(f"{path}: history must be a JSON list, found {type(history).__name__}")
-    for index, metrics in journal:
+    for index, metrics in entries:
         if index == len(history):
             history.append(metrics)
         elif index > len(history):

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import UsageError
+from .perf import paused_gc
 from .signature import Delta
 
 
@@ -52,23 +53,42 @@ def grid_items(
     A key set by any XP of the grid is given for every XP, with its value (default included,
     so the XP at the default learning rate still reads ``lr=0.1``) when ``params`` are known.
     """
-    if params and len(params) == len(deltas):
-        keys = list(dict.fromkeys(k for d in deltas for k, _ in d))
-        return [
-            [(k, p[k]) for k in keys if k in p] if p else list(d) for p, d in zip(params, deltas)
-        ]
-    return [list(d) for d in deltas]
+    with paused_gc():  # two containers per XP, none in cycles
+        if params and len(params) == len(deltas):
+            keys = list(dict.fromkeys(k for d in deltas for k, _ in d))
+            return [
+                [(k, p[k]) for k in keys if k in p] if p else list(d)
+                for p, d in zip(params, deltas)
+            ]
+        return [list(d) for d in deltas]
 
 
 def grid_names(items: Sequence[Sequence[tuple[str, Any]]]) -> tuple[str, list[str]]:
     """(base name, one name per XP) where names only show what varies across the grid."""
-    all_parts = [[part(k, v) for k, v in pairs] for pairs in items]
-    if not all_parts:
+    if not items:
         return "", []
-    common = set(all_parts[0]).intersection(*all_parts[1:]) if len(all_parts) > 1 else set()
-    base = [p for p in all_parts[0] if p in common]
-    names = [" ".join(p for p in ps if p not in common) or "(base)" for ps in all_parts]
+    with paused_gc():  # a few strings and lists per XP, none in cycles
+        memo: dict[tuple[str, type, Any], str] = {}  # a grid repeats its values
+        all_parts = [[_memo_part(memo, k, v) for k, v in pairs] for pairs in items]
+        common = set(all_parts[0]).intersection(*all_parts[1:]) if len(all_parts) > 1 else set()
+        base = [p for p in all_parts[0] if p in common]
+        names = [" ".join([p for p in ps if p not in common]) or "(base)" for ps in all_parts]
     return " ".join(base), names
+
+
+def _memo_part(memo: dict[tuple[str, type, Any], str], key: str, value: Any) -> str:
+    kind = type(value)
+    if kind not in _HASHABLE:
+        return part(key, value)
+    # floats by repr: -0.0 == 0.0 (same hash) but they are shown differently
+    memo_key = (key, kind, repr(value) if kind is float else value)
+    found = memo.get(memo_key)
+    if found is None:
+        found = memo[memo_key] = part(key, value)
+    return found
+
+
+_HASHABLE = frozenset({str, int, float, bool, type(None)})
 
 
 def _match_one(pattern: str, parts: list[str], sig: str) -> bool:

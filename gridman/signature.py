@@ -58,6 +58,9 @@ def is_excluded(key: str, exclude: Iterable[str]) -> bool:
 
 def _same(a: Any, b: Any) -> bool:
     """Whether a parsed value equals its default (so it stays out of the delta)."""
+    kind = type(a)
+    if kind is type(b) and kind in _PLAIN:  # the usual case, decided without isinstance
+        return a == b or (kind is float and a != a and b != b)
     # NaN defaults must compare equal to a NaN value, otherwise they would enter every delta.
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
@@ -71,6 +74,9 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:  # objects with exotic __eq__ (numpy arrays): compare their JSON form
         return _json_equal(a, b)
+
+
+_PLAIN = frozenset({str, int, float, bool})
 
 
 def _json_equal(a: Any, b: Any) -> bool:
@@ -107,7 +113,11 @@ def canonical_json(delta: Iterable[tuple[str, Any]]) -> str:
     ``sort_keys`` only affects dict values, so scalar and list deltas keep Dora's exact bytes.
     """
     pairs = sorted([str(k), jsonable(v)] for k, v in delta)
-    return json.dumps(pairs, sort_keys=True)
+    return _CANONICAL.encode(pairs)
+
+
+#: ``json.dumps(..., sort_keys=True)`` without building an encoder per call (same output).
+_CANONICAL = json.JSONEncoder(sort_keys=True)
 
 
 def compute_sig(delta: Iterable[tuple[str, Any]]) -> str:

@@ -12,13 +12,17 @@ metric's history; :func:`render_groups` draws an aggregation (mean ± std per gr
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from .config import flatten
 from .explore import Explorer, Sheep
 from .link import load_history
+from .perf import paused_gc
+from .rowcache import RowCache, RowKeys, file_key
 
 if TYPE_CHECKING:
     from .aggregate import Aggregation
@@ -58,33 +62,74 @@ def build_rows(
     names: Sequence[str],
     trim: Optional[int] = None,
     spark: Optional[str] = None,
+    cache: Optional[RowCache] = None,
 ) -> list[Row]:
     """Rows for ``sheeps[i]`` for i in indices; histories cut to ``trim`` entries if given;
-    with ``spark`` (a flattened metric key), each row's sparkline of that metric."""
+    with ``spark`` (a flattened metric key), each row's sparkline of that metric. With a
+    ``cache`` (see rowcache.py), rows whose history files did not change are not re-read
+    (not for ``process_sheep`` overrides, ``trim`` or ``spark``, which need the history)."""
+    custom = type(explorer).process_sheep is not Explorer.process_sheep
+    if custom or trim is not None or spark or not getattr(explorer, "cache_rows", True):
+        cache = None
     from .stages import stage_metrics
 
-    custom = type(explorer).process_sheep is not Explorer.process_sheep
-    rows = []
-    for i in indices:
-        sheep = sheeps[i]
-        error = None
-        history: list[Any] = []
-        try:
-            history = load_history(sheep.xp.folder)  # no files: an empty history
+    with paused_gc():  # a few objects per row, none in cycles
+        return [_row(explorer, sheeps[i], i, names[i], trim, spark, custom, cache, stage_metrics)
+                for i in indices]  # fmt: skip
+
+
+def _row(
+    explorer: Explorer, sheep: Sheep, index: int, name: str, trim: Optional[int],
+    spark: Optional[str], custom: bool, cache: Optional[RowCache],
+    stage_metrics: Callable[[Path], dict[str, dict[str, Any]]],
+) -> Row:  # fmt: skip
+    xp = sheep.xp
+    folder = xp.folder
+    error = None
+    history: list[Any] = []
+    try:
+        stages = True  # whether stages/ may hold results (the cache knows when it cannot)
+        if cache is not None:
+            metrics, stages = _cached_metrics(explorer, xp.sig, os.fspath(folder), cache)
+        else:
+            history = load_history(folder)  # no files: an empty history
             if trim is not None:
                 history = history[:trim]
             metrics = explorer.process_sheep(sheep, history) if custom else (
                 explorer.process_history(history))  # fmt: skip
-            metrics = dict(metrics or {})
-            for stage, values in stage_metrics(sheep.xp.folder).items():
-                old = metrics.get(stage)
-                metrics[stage] = {**old, **values} if isinstance(old, Mapping) else values
-        except Exception as exc:  # one bad history or hook marks its row, never the table
-            metrics, error = {}, f"{type(exc).__name__}: {exc}"
-        line = sparkline(metric_history(history, spark)) if spark else ""
-        rows.append(Row(i, names[i], sheep.sig, state_of(sheep), metrics, error,
-                        list(sheep.xp.argv), str(sheep.xp.folder), line))  # fmt: skip
-    return rows
+        metrics = dict(metrics or {})
+        for stage, values in (stage_metrics(folder) if stages else {}).items():
+            old = metrics.get(stage)
+            metrics[stage] = {**old, **values} if isinstance(old, Mapping) else values
+    except Exception as exc:  # one bad history or hook marks its row, never the table
+        metrics, error = {}, f"{type(exc).__name__}: {exc}"
+    line = sparkline(metric_history(history, spark)) if spark else ""
+    return Row(index, name, xp.sig, state_of(sheep), metrics, error, list(xp.argv), str(folder),
+               line)  # fmt: skip
+
+
+def _cached_metrics(explorer: Explorer, sig: str, folder: str, cache: RowCache) -> tuple[Any, bool]:
+    """(``process_history`` of the XP's history, whether it may have stage results), from the
+    cache when its folder and files are unchanged. A missing folder is not read at all."""
+    try:
+        folder_key = file_key(folder)
+        if folder_key is None:
+            return explorer.process_history([]), False
+        hit = cache.get(sig, folder, folder_key)
+        if hit is not None:
+            return hit
+        keys: Optional[RowKeys] = RowKeys.of(folder, folder_key)
+    except OSError:  # cannot even stat: read the history as usual (and fail the row)
+        keys = None
+    if keys is None:
+        return explorer.process_history(load_history(folder)), True
+    if keys.journal is None and keys.history is None:
+        history = []
+    else:
+        history = load_history(folder, journal=keys.journal is not None)
+    metrics = explorer.process_history(history)
+    cache.put(sig, keys, metrics)
+    return metrics, keys.stages
 
 
 SPARKS = "▁▂▃▄▅▆▇█"

@@ -8,6 +8,7 @@ whose code is running.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -107,7 +108,12 @@ def check_sig(text: str) -> str:
 
 def xp_folder(dir: Path, sig: str) -> Path:
     """``<dir>/xps/<sig>``, only for a valid signature (never escapes ``dir``)."""
-    return Path(dir) / XPS / check_sig(sig)
+    return _xps_of(dir) / check_sig(sig)
+
+
+@functools.lru_cache(maxsize=64)
+def _xps_of(dir: Path) -> Path:
+    return Path(dir) / XPS  # a grid asks for it once per XP: one Path join fewer each time
 
 
 def read_argv_file(folder: Path) -> dict[str, Any]:
@@ -139,8 +145,7 @@ def init_many(xps: list[XP]) -> None:
 def _needs_write(xp: XP) -> bool:
     """False when argv.json already holds this delta; raises on a collision."""
     try:
-        with open(os.path.join(str(xp.folder), ARGV_FILE), "rb") as handle:
-            raw = handle.read()
+        raw = _read_small(os.path.join(os.fspath(xp.folder), ARGV_FILE))
     except FileNotFoundError:
         return True
     if raw == _argv_bytes(xp):
@@ -155,6 +160,19 @@ def _needs_write(xp: XP) -> bool:
             "rename or exclude a parameter so these XPs differ, or move the old folder away",
         )
     return True  # unreadable: argv.json can be regenerated
+
+
+def _read_small(path: str) -> bytes:
+    """A file's bytes through bare file descriptors (no buffered file object: this runs
+    for every XP of a grid)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [os.read(fd, 65536)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 65536))
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def _argv_bytes(xp: XP) -> bytes:

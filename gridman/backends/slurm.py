@@ -94,7 +94,7 @@ def sbatch_parameters(res: Resources, name: str, signal_delay_s: int) -> dict[st
         "job_name": name, "signal_delay_s": signal_delay_s, "stderr_to_stdout": True,
         "array_parallelism": res.array_parallelism, "time": res.time,  # None: cluster's default
     }  # fmt: skip
-    extra = dict(res.sbatch_args)
+    extra: dict[str, Any] = {k: v if v != "" else True for k, v in res.sbatch_args}  # bare flag
     if res.gpus:
         params["gpus_per_node"] = res.gpus
     if res.mem:
@@ -242,7 +242,8 @@ class SlurmBackend(Backend):
         live = [(f, r) for f, r in jobs if r.latest is not None and r.latest.backend == "slurm"]
         if not live:
             return {}
-        queue = self.view.queue()
+        # An orphan is looked for in a fresh squeue: a shared snapshot may predate its sbatch.
+        queue = self.view.queue(fresh=any(not _job_id(r) for _, r in live))
         fresh = self._recover([(f, r) for f, r in live if not _job_id(r)], queue)
         live = [(f, fresh.get(f, r)) for f, r in live]
         gone_ids = [i for _, r in live if (i := _job_id(r)) and i not in queue]

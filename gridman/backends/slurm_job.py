@@ -60,9 +60,12 @@ class XPTask:
         folder = Path(self.folder)
         env = worker_env(os.environ, Path(self.dir), folder.name, {"GRIDMAN_IGNORE_USR2": "1"})
         command = worker_command(self.main_spec, Path(self.root), self.argv, self.python)
+        job_id = slurm_job_id()
+        # A submission that died before recording the job id left its attempt without one.
+        update_job(folder, _claim(os.environ.get("SLURM_JOB_NAME"), job_id), durable=False)
         result = run_attempt(
             folder, command, cwd=Path(self.root), env=env, backend="slurm",
-            job_id=slurm_job_id(), new_session=True, on_start=_remember,
+            job_id=job_id, new_session=True, on_start=_remember,
         )  # fmt: skip
         if result.state is not State.COMPLETED:
             raise XPFailed(f"XP {folder.name} ended {result.state} (exit code {result.exit_code})")
@@ -106,6 +109,17 @@ def _fix_submitit_timeout() -> None:
     delayed = getattr(getattr(handler, "__self__", None), "_delayed", None)
     if delayed is not None and getattr(delayed, "_timeout_min", 0) is None:
         delayed._timeout_min = 0
+
+
+def _claim(job_name: Optional[str], job_id: str) -> Any:
+    def change(record: JobRecord) -> JobRecord:
+        latest = record.latest
+        if (latest is None or latest.job_id or latest.state.finished or not job_name
+                or latest.extra.get("job_name") != job_name):  # fmt: skip
+            return record
+        return record.with_latest(job_id=job_id)
+
+    return change
 
 
 def _remember(proc: subprocess.Popen[bytes]) -> None:
