@@ -18,8 +18,8 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.base
 
 demo: $(VENV)/.base
-	$(BIN)/gridman grid demo --interval 1
-	$(BIN)/gridman info --sig $$($(BIN)/gridman grid demo --json --no-monitor 2>/dev/null | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["sig"])')
+	$(BIN)/gridman grid demo --backend local --interval 1
+	$(BIN)/gridman info --sig $$($(BIN)/gridman grid demo --backend local --json --no-monitor 2>/dev/null | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["sig"])')
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check gridman tests examples bench

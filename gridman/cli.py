@@ -284,7 +284,7 @@ def _show_log(found: Any, follow: bool) -> None:
     from .errors import UsageError
     from .logs import follow_log, read_log
 
-    if not found.log:
+    if not found.log or not Path(found.log).exists():  # queued: its log comes when it starts
         if not follow:
             raise UsageError(f"XP {found.sig} has no log yet", "it has not started yet")
         typer.echo(f"gridman: XP {found.sig} has not started yet; waiting for its log", err=True)

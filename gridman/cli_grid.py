@@ -274,6 +274,8 @@ def _show_one(session: Any, log: Optional[int], tail: Optional[int], fold: Optio
     from .logs import follow_log, latest_log, read_log
 
     path = latest_log(sheep.xp.folder) if sheep.xp.folder.exists() else None
+    if path is not None and not path.exists():
+        path = None  # queued (PENDING): its log comes when it starts
     if log is not None:
         if path is None:
             raise UsageError(f"XP {index} ({sheep.sig}) has no log: it has not started yet")

@@ -250,7 +250,7 @@ def test_orphan_nobody_claims_is_cancelled(root: Path, hold: Path) -> None:
     name = attempts_of(folder)[-1]["extra"]["job_name"]
     result = run_cli(["grid", "g", "--clear", "--yes", "--no-monitor"], root)
     assert result.exit_code == 0, result.output
-    assert "1 submit" in result.stdout
+    assert "1 resubmit" in result.stdout
     live = [
         json.loads(p.read_text())
         for p in (root / "outputs" / ".slurm" / "submissions").glob("*.json")
