@@ -123,6 +123,17 @@ def wait_until(predicate: Any, what: str, timeout: float = 60.0, period: float =
         time.sleep(period)
 
 
+# -- run functions for the evaluator's slurm method (importable inside the jobs) -------------
+def eval_square(job: Any) -> float:
+    """``x`` squared, after ``sleep`` seconds when the configuration has one."""
+    time.sleep(float(job.get("sleep", 0)))
+    return float(job["x"]) ** 2
+
+
+def eval_raises(job: Any) -> float:
+    raise ValueError(f"bad x {job['x']}")
+
+
 # -- a fake cluster -------------------------------------------------------------------------
 @dataclass
 class FakeSlurm:

@@ -383,9 +383,9 @@ def test_run_function_kwargs_and_running_job() -> None:
 
 
 def test_methods_and_options_errors() -> None:
-    with pytest.raises(UsageError, match="slurm evaluator method is not available yet") as info:
-        Evaluator.create(sleepy, method="slurm")
-    assert "issue 4" in str(info.value) and isinstance(info.value, GridmanError)
+    with pytest.raises(UsageError, match="unknown resource 'tiem'") as info:
+        Evaluator.create(sleepy, method="slurm", slurm={"tiem": 5})
+    assert "'time'" in str(info.value) and isinstance(info.value, GridmanError)
     with pytest.raises(UsageError, match="unknown evaluator method 'ray'") as info:
         Evaluator.create(sleepy, method="ray")
     assert "serial" in str(info.value) and "mpi" in str(info.value)

@@ -12,7 +12,7 @@ own) submit configurations and gather results as they finish::
         ev.submit([{"x": 0.5}, {"x": 1.5}])
         done = ev.gather("BATCH", size=1)
 
-Methods ``serial``, ``thread``, ``process`` and ``mpi`` (``slurm`` is not available yet). With
+Methods ``serial``, ``thread``, ``process``, ``mpi`` and ``slurm``. With
 ``log_dir``, every configuration is an XP keyed by the signature of its parameters: results
 survive the search process and a configuration already evaluated is not run again. See
 docs/evaluator.md.

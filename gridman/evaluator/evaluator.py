@@ -36,30 +36,24 @@ METHODS = {
     "thread": "a pool of num_workers threads",
     "process": "a pool of num_workers processes (the run function must be importable)",
     "mpi": "the ranks of mpiexec -n N python script.py (rank 0 searches, the others evaluate)",
-    "slurm": "Slurm job arrays (not available yet)",
+    "slurm": "Slurm jobs, each batch of submitted configurations one job array",
 }
 _COMMON = frozenset(
     {"num_workers", "callbacks", "run_function_kwargs", "log_dir", "dir", "cache",
      "retry_failed", "max_jobs"}
 )  # fmt: skip
 _SPECIFIC = {"process": frozenset({"start_method", "prefetch"}),
-             "mpi": frozenset({"comm", "progress_thread"})}  # fmt: skip
+             "mpi": frozenset({"comm", "progress_thread"}),
+             "slurm": frozenset({"slurm"})}  # fmt: skip
 _open: weakref.WeakSet[Evaluator] = weakref.WeakSet()
 
 
 def check_method(method: str) -> None:
-    """Raise a UsageError for an unknown method, and for ``slurm`` (not available yet)."""
-    if method == "slurm":
-        raise UsageError(
-            "the slurm evaluator method is not available yet: it needs gridman's Slurm backend "
-            "(issue 4, still open)",
-            "inside an allocation use method='mpi' (srun -n N python script.py), on one node "
-            "method='process'",
-        )
+    """Raise a UsageError for an unknown method."""
     if method not in METHODS:
         raise UsageError(
             f"unknown evaluator method {method!r}",
-            "valid methods: " + ", ".join(f"{k} ({v})" for k, v in METHODS.items() if k != "slurm"),
+            "valid methods: " + ", ".join(f"{k} ({v})" for k, v in METHODS.items()),
         )
 
 
@@ -71,7 +65,9 @@ class Evaluator:
     ``run_function_kwargs`` (passed to every call), ``log_dir``/``dir`` (persistence: an XP
     per configuration), ``cache`` (reuse stored results, default True), ``retry_failed``
     (rerun stored failures), ``max_jobs``; for ``process``: ``start_method`` and ``prefetch``;
-    for ``mpi``: ``comm`` and ``progress_thread``.
+    for ``mpi``: ``comm`` and ``progress_thread``; for ``slurm``: ``slurm``, the resources of
+    each job (``launcher.slurm_`` keys: ``partition``, ``time``, ``gpus``, ``setup`` ...); its
+    submitit files go to ``<log_dir>/.slurm`` (``./.gridman-evaluator`` without a log_dir).
     """
 
     def __init__(
@@ -91,8 +87,10 @@ class Evaluator:
         prefetch: Optional[int] = None,
         comm: Any = None,
         progress_thread: Optional[bool] = None,
+        slurm: Optional[Mapping[str, Any]] = None,
     ) -> None:
         check_method(method)
+        self._slurm = dict(slurm or {})
         if not callable(run_function):
             raise UsageError(f"the run function must be callable, not {run_function!r}")
         if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
@@ -165,6 +163,11 @@ class Evaluator:
             if backend.start_method != "fork":
                 _check_picklable(fn, kwargs, backend.start_method)
             return backend
+        if self.method == "slurm":
+            from .slurm import SlurmBackend
+
+            folder = self.dir / ".slurm" if self.dir else Path.cwd() / ".gridman-evaluator"
+            return SlurmBackend(fn, kwargs, n, report, folder, self._slurm)
         from .mpi import MPIBackend
 
         try:
