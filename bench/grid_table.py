@@ -1,7 +1,7 @@
 """The grid table with metrics: 10,000 XPs with 100-entry histories, gridman against Dora.
 
     python bench/grid_table.py [--xps 10000] [--entries 100] [--runs 3] [--no-dora]
-                               [--xp-root DIR] [--settle 0]
+                               [--xp-root DIR] [--settle 0] [--cold]
 
 In a temporary copy of the toy project of Dora's baseline (bench/_toy.py), each tool first
 initialises the grid's XP folders (``grid G --dry-run --init``, untimed; both give the same
@@ -16,6 +16,11 @@ both tools, values derived from the signature). gridman reads ``history.json`` a
 each of which loads every history and prints the table (epoch and last loss per XP) once.
 Reported: median wall, user and system CPU seconds, peak RSS. Targets: gridman >= 6x faster
 than Dora and <= 150 MiB. XP folders go under ``--xp-root`` (default: the temporary folder).
+
+gridman keeps the rows of unchanged histories in ``<dir>/grids/G/table-cache.json`` (see
+gridman/rowcache.py), written by the warm-up, so the timed runs show the table of a grid whose
+histories did not change since the last look. ``--cold`` deletes that file before every timed
+gridman run (untimed): the table of a grid whose every history changed.
 """
 
 from __future__ import annotations
@@ -115,6 +120,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="where XP folders go (default: the temporary folder)")  # fmt: skip
     parser.add_argument("--settle", type=float, default=0.0,
                         help="seconds to wait before timing (see _toy.SETTLE_S)")  # fmt: skip
+    parser.add_argument("--cold", action="store_true",
+                        help="delete gridman's row cache before each timed run")  # fmt: skip
     args = parser.parse_args(argv)
 
     print(f"Machine: {machine_line()}")
@@ -144,8 +151,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         settle(args.settle)
         print(f"\n{args.runs} runs after 1 warm-up, load {loadavg()} ...", flush=True)
         runs: dict[str, list[Run]] = {t: [] for t in tools}
+        cache = dirs["gridman"] / "grids" / grid / "table-cache.json"
+        print(f"  gridman row cache: {'deleted before each run' if args.cold else cache}")
         for _ in range(args.runs):
             for tool in tools:
+                if args.cold and tool == "gridman":
+                    cache.unlink(missing_ok=True)
                 runs[tool].append(measure(table_command(tool, grid), root,
                                           env_for(tool, dirs[tool])))  # fmt: skip
         print(f"  done, load {loadavg()}")

@@ -140,6 +140,7 @@ class Launcher:
             if herd.xp_dir is None:
                 herd.xp_dir = self._main.dir
             xp = self._main.get_xp(argv, herd.xp_dir)
+            xp.folder  # noqa: B018 - made here, with the GC paused, rather than when first used
             herd.add(xp, self._resources, _caller(self._grid_file))
         except GridFileError:
             raise

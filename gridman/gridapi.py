@@ -25,6 +25,7 @@ from .jobs import JobRecord, read_job
 from .main import DecoratedMain
 from .mpienv import world
 from .names import grid_items, grid_names, select
+from .perf import paused_gc
 from .project import Project, load_main, main_spec
 from .resources import Resources
 from .shep import Plan, Rules, make_plan
@@ -209,7 +210,8 @@ def run_grid(session: GridSession) -> GridResult:
     with file_lock(dir / LOCK):
         session.refresh(chosen)
         removed = _removed(session)
-        plan = make_plan([(s.sig, s.job) for s in chosen], opts.rules, removed)
+        with paused_gc():  # a step per XP, none in cycles
+            plan = make_plan([(s.sig, s.job) for s in chosen], opts.rules, removed)
         initialised = 0
         if opts.init:
             init_many([s.xp for s in chosen])

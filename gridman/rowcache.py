@@ -48,6 +48,13 @@ CACHE_VERSION = 1
 #: Files changed less than this before the cache was written are not trusted (2 s).
 RACY_NS = 2_000_000_000
 
+
+def _now_ns() -> int:
+    """This machine's clock (only to tell when a row is worth storing; trust is decided
+    against the cache file's own mtime, the file system's clock)."""
+    return time.time_ns()
+
+
 #: ``[inode, size, mtime_ns, ctime_ns]`` of a file or folder, or None when it does not exist.
 FileKey = Optional[list[int]]
 
@@ -152,12 +159,17 @@ class RowCache:
     def _trusted(self, key: FileKey) -> bool:
         if key is None or max(key[2], key[3]) < self._trusted_ns:
             return True
-        if max(key[2], key[3]) + RACY_NS < time.time_ns():
+        if max(key[2], key[3]) + RACY_NS < _now_ns():
             self._dirty = True  # old enough now: rewriting the cache makes it trusted
         return False
 
     def put(self, sig: str, keys: RowKeys, metrics: Mapping[str, Any]) -> None:
-        """Store the metrics computed from the files with these keys (plain JSON rows only)."""
+        """Store the metrics computed from the files with these keys (plain JSON rows only;
+        not when a file changed within RACY_NS: the cache written now could not trust it)."""
+        newest = max((max(k[2], k[3]) for k in (keys.folder, keys.journal, keys.history) if k),
+                     default=0)  # fmt: skip
+        if newest + RACY_NS >= _now_ns():
+            return  # stored on a later look (a fresh --init writes no cache at all)
         if type(metrics) is not dict or not is_plain(metrics):
             if self._rows.pop(sig, None) is not None:
                 self._dirty = True

@@ -20,6 +20,7 @@ from . import __version__
 from .errors import SignatureCollisionError, UnknownXPError, UsageError
 from .fsutil import FORMAT_VERSION, atomic_write_bytes, read_json
 from .link import Link
+from .perf import paused_gc
 from .signature import Delta, canonical_json, delta_from_json, is_valid_sig
 
 ARGV_FILE = "argv.json"
@@ -138,8 +139,9 @@ def init_xp(xp: XP) -> None:
 def init_many(xps: list[XP]) -> None:
     """``init_xp`` for many XPs (serially: mkdir in one parent folder is serialised by the
     kernel anyway, so threads only add contention)."""
-    for xp in xps:
-        init_xp(xp)
+    with paused_gc():
+        for xp in xps:
+            init_xp(xp)
 
 
 def _needs_write(xp: XP) -> bool:

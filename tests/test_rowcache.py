@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gridman import rowcache
 from gridman.explore import Explorer, Sheep
 from gridman.link import Link
 from gridman.rowcache import (
@@ -61,6 +62,13 @@ def poison(path: Path, sig: str) -> None:
     data["rows"][sig][4] = {"epoch": -1}
     path.write_text(json.dumps(data))
     trust(path)
+
+
+@pytest.fixture(autouse=True)
+def later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are stored only for files older than RACY_NS: let the tests' files be a minute
+    old as far as storing goes (trust is still decided by the cache file's mtime)."""
+    monkeypatch.setattr(rowcache, "_now_ns", lambda: time.time_ns() + 60 * 10**9)
 
 
 @pytest.fixture
@@ -266,3 +274,12 @@ def test_grid_table_through_the_cache(tmp_path: Path) -> None:
     later = table("--dry-run")
     assert later[0]["metrics"]["train.loss"] == 0.001
     assert later[1] == first[1]
+
+
+def test_rows_of_just_written_files_are_not_stored(
+    sheeps: list[Sheep], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rowcache, "_now_ns", time.time_ns)  # the files are seconds old at most
+    path = tmp_path / "cache.json"
+    assert rows(sheeps, path)[0].metrics == {"epoch": 2, "loss": 0.5}
+    assert not path.exists()  # nothing a cache written now could trust: nothing written
