@@ -203,6 +203,22 @@ def test_timeout_requeues_up_to_max_num_timeout(root: Path) -> None:
     assert "1 resubmit" in result.stdout or "1 submit" in result.stdout, result.output
 
 
+def test_preemption_signal_requeues_and_the_xp_resumes(root: Path) -> None:
+    write_grid(root, "g", "launcher.slurm_(time=10)\nlauncher(seed=4, sleep_once=600)")
+    rows = grid(root, "g")
+    (folder,) = folders(rows)
+    wait_until(lambda: (folder / "slept-once").exists(), "the XP to start sleeping")
+    job = str(read_job_json(folder)["job_id"])
+    # What a preempting scheduler sends (with --signal), long before the time limit.
+    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
+    wait_until(lambda: len(attempts_of(folder)) == 2, "the requeue", timeout=60)
+    first, second = attempts_of(folder)
+    assert first["state"] == "PREEMPTED" and second["job_id"] == job
+    release(job)
+    wait_states([folder], {"COMPLETED"}, timeout=90)
+    assert [a["state"] for a in attempts_of(folder)] == ["PREEMPTED", "COMPLETED"]
+
+
 # -- info, tail ------------------------------------------------------------------------------
 def test_info_and_tail_of_a_pending_job(root: Path) -> None:
     write_grid(root, "g", 'launcher.slurm_(sbatch_args={"hold": ""})\nlauncher(seed=3)')

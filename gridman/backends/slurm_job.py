@@ -92,12 +92,13 @@ class XPTask:
         return DelayedSubmission(self)
 
     def timed_out(self, record: Optional[JobRecord]) -> bool:
-        """Time limit (rather than preemption): submitit's rule when the limit is known."""
+        """Whether the warning is the time limit's rather than a preemption's: the limit is
+        at most ``signal_delay_s`` away (plus the minute Slurm may send it early)."""
         latest = record.latest if record else None
         if self.time_min and latest is not None and latest.started:
-            limit = self.time_min * 60
-            return now() - latest.started >= min(limit * 0.8, limit - 600)
-        left = _time_left()
+            left: Optional[float] = self.time_min * 60 - (now() - latest.started)
+        else:
+            left = _time_left()
         return left is None or left <= self.signal_delay_s + 60
 
 
