@@ -180,6 +180,17 @@ def test_cancel_running_and_pending_xps(root: Path, hold: Path) -> None:
     assert "2 submit" in result.stdout, result.output
 
 
+def test_xp_killed_by_an_outside_scancel_is_cancelled_not_failed(root: Path, hold: Path) -> None:
+    write_grid(root, "g", f"launcher(seed=7, hold={str(hold)!r})")
+    (folder,) = folders(grid(root, "g"))
+    wait_states([folder], {"RUNNING"}, timeout=60)
+    subprocess.run(["scancel", str(read_job_json(folder)["job_id"])], check=True, timeout=30)
+    # The job's runner leaves the attempt live while Slurm ends the job; a poll settles it.
+    wait_until(lambda: grid(root, "g", code=None)[0]["state"] == "CANCELLED", "CANCELLED")
+    attempt = attempts_of(folder)[-1]
+    assert attempt["state"] == "CANCELLED" and attempt["exit_code"] == -15, attempt
+
+
 def test_timeout_requeues_up_to_max_num_timeout(root: Path) -> None:
     write_grid(root, "g", """
         launcher.slurm_(time=1)

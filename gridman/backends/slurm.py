@@ -440,7 +440,7 @@ def _end(n: int, state: State, code: Optional[int], node: Optional[str]) -> Any:
         latest = record.latest
         if latest is None or latest.n != n or latest.state.finished:
             return record  # the job's runner recorded the end first: it knows best
-        return record.with_latest(state=state, exit_code=code, ended=now(),
-                                  host=latest.host or node)  # fmt: skip
+        return record.with_latest(state=state, ended=now(), host=latest.host or node,
+                                  exit_code=latest.exit_code if code is None else code)  # fmt: skip
 
     return change

@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from ..jobs import JobRecord, State, now, read_job, update_job
 from ..runner import run_attempt, worker_command, worker_env
+from .slurm_query import map_state
 
 _CURRENT: dict[str, subprocess.Popen[bytes]] = {}  # the XP's process, for checkpoint()
 _STOP_GRACE = 20.0
@@ -67,6 +68,8 @@ class XPTask:
             folder, command, cwd=Path(self.root), env=env, backend="slurm",
             job_id=job_id, new_session=True, on_start=_remember,
         )  # fmt: skip
+        if result.state is State.FAILED and (result.exit_code or 0) < 0:
+            _settle_killed(folder, result.attempt, job_id)
         if result.state is not State.COMPLETED:
             raise XPFailed(f"XP {folder.name} ended {result.state} (exit code {result.exit_code})")
         return result.state.value
@@ -100,6 +103,33 @@ class XPTask:
         else:
             left = _time_left()
         return left is None or left <= self.signal_delay_s + 60
+
+
+def _settle_killed(folder: Path, attempt: int, job_id: str) -> None:
+    """The XP died of a signal: when Slurm killed the job (scancel, time limit, node), record
+    Slurm's state rather than FAILED (the controller has it before squeue shows it)."""
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                             text=True, timeout=20).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return
+    word = next((f[9:] for f in out.split() if f.startswith("JobState=")), "")
+    state = map_state(word)
+    if state in (State.COMPLETED, State.FAILED):
+        return
+
+    def change(record: JobRecord) -> JobRecord:
+        latest = record.latest
+        if latest is None or latest.n != attempt or latest.state is not State.FAILED:
+            return record
+        if state.finished:
+            return record.with_latest(state=state)
+        # Slurm is still ending the job (COMPLETING until this process exits): the attempt
+        # stays live, and the next poll records the state Slurm ends it with.
+        return record.with_latest(state=State.RUNNING, ended=None,
+                                  extra={**latest.extra, "signalled": True})  # fmt: skip
+
+    update_job(folder, change)
 
 
 def _fix_submitit_timeout() -> None:
