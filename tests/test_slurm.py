@@ -17,8 +17,10 @@ from typing import Any, Optional
 
 import pytest
 
+from gridman.link import load_history
 from gridman.testing import run_cli
 from gridman.testing_grids import (
+    PROBE_VAR,
     attempts_of,
     job_state,
     make_grid_project,
@@ -129,6 +131,21 @@ def test_resources_precedence_grid_file_then_cli_then_yaml(root: Path) -> None:
     for job in job_ids(rows):
         release(job)
     wait_states(folders(rows), {"COMPLETED"}, timeout=90)
+
+
+def test_setup_lines_run_before_the_xp_in_the_scheduling_environment(root: Path) -> None:
+    write_grid(root, "g", f"""
+        launcher.slurm(setup=["export {PROBE_VAR}=from-setup"])(seed=8, probe=True)
+        launcher(seed=9, probe=True)
+    """)  # fmt: skip
+    result = run_cli(["grid", "g", "--no-monitor", "--json"], root,
+                     env={PROBE_VAR: "from-the-scheduler"})  # fmt: skip
+    setup, plain = folders(parse_json_rows(result.stdout))
+    wait_states([setup, plain], {"COMPLETED"}, timeout=60)
+    assert load_history(setup)[-1]["probe"]["env"] == "from-setup"
+    probe = load_history(plain)[-1]["probe"]  # sbatch exports the scheduling environment
+    assert probe["env"] == "from-the-scheduler" and probe["cwd"] == str(root)
+    assert "starts" in (plain / "log" / "1.log").read_text()
 
 
 def test_second_grid_submits_nothing_and_removed_xp_is_cancelled(root: Path, hold: Path) -> None:
