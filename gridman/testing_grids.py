@@ -221,8 +221,10 @@ def latest_pid(folder: Path) -> Optional[int]:
 
 
 # -- waiting ---------------------------------------------------------------------------
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll ``predicate`` every 50 ms until it returns something true; return it.
+def wait_for(
+    predicate: Callable[[], Any], what: str, timeout: float = 30.0, period: float = 0.05
+) -> Any:
+    """Poll ``predicate`` every ``period`` s until it returns something true; return it.
 
     Raises AssertionError naming ``what`` after ``timeout`` seconds.
     """
@@ -233,7 +235,7 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(period)
 
 
 def wait_states(

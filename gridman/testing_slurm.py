@@ -128,15 +128,11 @@ def cancel_all(dir: Path) -> None:
         subprocess.run(["scancel", "--name", ",".join(names)], capture_output=True, timeout=60)
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 60.0, period: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(period)
+def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> Any:
+    """:func:`gridman.testing_grids.wait_for`, at a pace that spares the controller."""
+    from .testing_grids import wait_for
+
+    return wait_for(predicate, what, timeout, period=0.3)
 
 
 # -- run functions for the evaluator's slurm method (importable inside the jobs) -------------
