@@ -107,6 +107,11 @@ class JobRecord:
         assert self.latest is not None
         return replace(self, attempts=(*self.attempts[:-1], replace(self.latest, **changes)))
 
+    def with_attempt(self, n: int, **changes: Any) -> JobRecord:
+        """A copy with attempt ``n`` changed (unchanged when there is no such attempt)."""
+        attempts = tuple(replace(a, **changes) if a.n == n else a for a in self.attempts)
+        return replace(self, attempts=attempts)
+
     def with_new_attempt(self, backend: str, state: State, **fields: Any) -> JobRecord:
         n = len(self.attempts) + 1
         fields.setdefault("log", f"log/{n}.log")

@@ -111,7 +111,9 @@ def run_attempt(
                                  new_session, on_start)  # fmt: skip
             if cancel_requested(folder):
                 state = State.CANCELLED
-        update_job(folder, lambda r: r.with_latest(state=state, exit_code=code, ended=now()))
+        # Attempt n, which is not the latest any more when the XP was resubmitted meanwhile
+        # (a Slurm --replace does not wait for the old job to end).
+        update_job(folder, lambda r: r.with_attempt(n, state=state, exit_code=code, ended=now()))
         clear_cancel(folder)
         return RunResult(folder.name, folder, state, code, n, log)
 

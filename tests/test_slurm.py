@@ -197,6 +197,21 @@ def test_cancel_running_and_pending_xps(root: Path, hold: Path) -> None:
     assert "2 submit" in result.stdout, result.output
 
 
+def test_replace_resubmits_a_running_xp(root: Path, hold: Path) -> None:
+    write_grid(root, "g", f"launcher(seed=11, hold={str(hold)!r})")
+    (folder,) = folders(grid(root, "g"))
+    wait_states([folder], {"RUNNING"}, timeout=60)
+    old = read_job_json(folder)["job_id"]
+    result = run_cli(["grid", "g", "-R", "--no-monitor"], root)
+    assert result.exit_code == 0 and "1 resubmit" in result.stdout, result.output
+    wait_until(lambda: queue_states().get(str(old)) in (None, "CANCELLED"), "the old job's end")
+    hold.unlink()
+    wait_states([folder], {"COMPLETED"}, timeout=60)
+    attempts = attempts_of(folder)
+    assert [a["state"] for a in attempts] == ["CANCELLED", "COMPLETED"], attempts
+    assert attempts[1]["job_id"] != old
+
+
 def test_xp_killed_by_an_outside_scancel_is_cancelled_not_failed(root: Path, hold: Path) -> None:
     write_grid(root, "g", f"launcher(seed=7, hold={str(hold)!r})")
     (folder,) = folders(grid(root, "g"))
