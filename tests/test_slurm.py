@@ -34,6 +34,7 @@ from gridman.testing_slurm import (
     needs_slurm,
     queue_states,
     release,
+    script_cluster,
     submission_scripts,
     wait_until,
 )
@@ -115,6 +116,15 @@ def test_same_resources_share_one_array_split_at_max_array_size(root: Path) -> N
     assert sum("--array=0-1%1" in s for s in scripts) == 2, scripts
     assert all("--time=5" in s for s in scripts)
     wait_states(folders(rows), {"COMPLETED"}, timeout=120)
+
+
+def test_max_array_size_is_read_from_the_cluster() -> None:
+    from gridman.backends.slurm_query import max_array_size
+
+    size = max_array_size()
+    assert size >= 1
+    if script_cluster():
+        assert size == int(os.environ.get("LOCAL_SLURM_MAX_ARRAY_SIZE", 500))
 
 
 def test_resources_precedence_grid_file_then_cli_then_yaml(root: Path) -> None:
