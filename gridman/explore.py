@@ -98,6 +98,7 @@ class Launcher:
         self._resources = resources or Resources()
         self._argv = list(argv)
         self._grid_file = grid_file
+        self._target = str(grid_file) if grid_file else None  # for _caller, once per XP
         self._array_resources: Optional[Resources] = None
 
     def _copy(self) -> Launcher:
@@ -141,7 +142,7 @@ class Launcher:
                 herd.xp_dir = self._main.dir
             xp = self._main.get_xp(argv, herd.xp_dir)
             xp.folder  # noqa: B018 - made here, with the GC paused, rather than when first used
-            herd.add(xp, self._resources, _caller(self._grid_file))
+            herd.add(xp, self._resources, _caller(self._grid_file, self._target))
         except GridFileError:
             raise
         except GridmanError as exc:
@@ -219,9 +220,11 @@ def _value_argv(
 _MEMO_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
-def _caller(grid_file: Optional[Path]) -> str:
-    """``file:line`` of the innermost frame in the grid file (else the first outside gridman)."""
-    target = str(grid_file) if grid_file else None
+def _caller(grid_file: Optional[Path], target: Optional[str] = None) -> str:
+    """``file:line`` of the innermost frame in the grid file (else the first outside gridman);
+    ``target``: ``str(grid_file)`` when the caller has it already."""
+    if target is None:
+        target = str(grid_file) if grid_file else None
     frame: Any = sys._getframe(2)
     if frame is not None and frame.f_code.co_filename == target:
         return f"{target}:{frame.f_lineno}"  # the usual case: called right from the grid file

@@ -18,11 +18,23 @@ _VALUE = (argparse._StoreAction,)
 _FLAG = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)
 
 
-def option_table(parser: argparse.ArgumentParser) -> Optional[dict[str, argparse.Action]]:
+class OptionTable(dict[str, argparse.Action]):
+    """Option string -> action, plus ``seen``: the (destination, value) of tokens already
+    parsed whose value is an immutable scalar (a grid repeats its tokens across XPs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, tuple[str, Any]] = {}
+
+
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
+
+def option_table(parser: argparse.ArgumentParser) -> Optional[OptionTable]:
     """Option string -> action when every action of ``parser`` is simple; else None."""
     if parser._mutually_exclusive_groups or parser.fromfile_prefix_chars:
         return None
-    table: dict[str, argparse.Action] = {}
+    table = OptionTable()
     for action in parser._actions:
         if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
             continue
@@ -42,7 +54,12 @@ def fast_parse(
 ) -> Optional[dict[str, Any]]:
     """Parsed values for ``argv``, or None when argparse must decide."""
     values = dict(defaults)
+    seen = getattr(table, "seen", None)
     for token in argv:
+        if seen is not None and token in seen:
+            dest, value = seen[token]
+            values[dest] = value
+            continue
         if not token.startswith("--"):
             return None
         option, eq, raw = token.partition("=")
@@ -53,6 +70,7 @@ def fast_parse(
             if eq:
                 return None
             values[action.dest] = action.const
+            _remember(seen, token, action.dest, action.const)
             continue
         if not eq:
             return None
@@ -63,4 +81,12 @@ def fast_parse(
         if action.choices is not None and value not in action.choices:
             return None
         values[action.dest] = value
+        _remember(seen, token, action.dest, value)
     return values
+
+
+def _remember(
+    seen: Optional[dict[str, tuple[str, Any]]], token: str, dest: str, value: Any
+) -> None:
+    if seen is not None and type(value) in _IMMUTABLE:
+        seen[token] = (dest, value)
