@@ -462,3 +462,20 @@ def test_ctrl_c_in_a_serial_job_leaves_a_consistent_evaluator() -> None:
     ev.close()  # returns: nothing is left running
     assert ev.job(2).status is JobStatus.CANCELLED
     assert [job.id for job in ev.gather("ALL")] == [0, 1]
+
+
+def test_info_shows_a_crashed_search_as_vanished(tmp_path: Path) -> None:
+    from gridman.jobs import JobRecord, State, this_host, write_job
+    from gridman.testing import make_project, run_cli
+    from gridman.testing_grids import make_xp_folder
+
+    root = make_project(tmp_path)
+    folder = make_xp_folder(root / "outputs", "00c0ffee", state=None)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a search process that is gone
+    record = JobRecord(sig="00c0ffee").with_new_attempt(
+        "evaluator", State.RUNNING, host=this_host(), pid=proc.pid, started=time.time()
+    )
+    write_job(folder, record)
+    result = run_cli(["info", "--sig", "00c0ffee"], root)
+    assert result.exit_code == 0 and "VANISHED" in result.stdout, result.output

@@ -14,7 +14,9 @@ BACKENDS = {
     "mpi": "the ranks of the MPI job this command runs in (mpiexec -n N gridman grid ...)",
     "slurm": "a Slurm cluster, as job arrays through submitit (default when sbatch is on PATH)",
 }
-_ALIASES = {"foreground": "local"}  # records written by `gridman run` are polled like local ones
+# Records written by `gridman run` and by an Evaluator (a process on this host, with its pid)
+# are polled like local ones: a dead process shows VANISHED.
+_ALIASES = {"foreground": "local", "evaluator": "local"}
 
 
 def get_backend(name: str, ctx: LaunchContext) -> Backend:
