@@ -2,18 +2,22 @@
 
 Building the table decodes every XP's history (10,000 histories of 100 entries: most of the
 table's time) only to keep what ``Explorer.process_history`` returns, usually a few numbers.
-``<dir>/grids/<grid>/table-cache.json`` keeps that result for each XP, keyed by the identity of
-its history files: ``(inode, size, mtime_ns, ctime_ns)`` of ``history.jsonl`` and of
-``history.json`` (or null when absent). A later table stats the two files and reuses the stored
-metrics when both keys are unchanged; anything else (a push to the journal, a new snapshot, an
-edit in place, a deleted file) gives another key, and the history is read again.
+``<dir>/grids/<grid>/table-cache.json`` keeps that result for each XP, keyed by the identity
+``(inode, size, mtime_ns, ctime_ns)`` of the XP folder, of ``history.jsonl`` and of
+``history.json`` (null when absent), with whether ``stages/`` existed. A later table stats the
+folder first: an unchanged folder has had nothing created, removed or renamed in it (so a
+missing journal, snapshot or ``stages/`` is still missing); the journal and the snapshot, when
+they exist, are stat'd too (appends and edits in place do not change the folder). When every
+key is unchanged the stored metrics are reused; anything else (a push to the journal, a new
+snapshot, an edit in place, a deleted or new file) gives another key, and the history is read
+again. Stage results are never cached: they are read whenever ``stages/`` exists.
 
 Correctness rules:
 
 - Racy entries are never trusted: a file whose mtime or ctime is less than :data:`RACY_NS`
   older than the cache file itself could still change within the same timestamp tick without
   its key changing (as git treats its index), so its row is recomputed (and the cache rewritten
-  once the file is old enough).
+  once the file is old enough); rows of files changed within RACY_NS of now are not stored.
 - The whole file is ignored unless its ``version`` and ``fingerprint`` match. The fingerprint
   covers gridman's version, the Explorer's class, and the path, size and mtime of every Python
   file that could define ``process_history``: the modules of the Explorer's classes, the grid
