@@ -111,11 +111,26 @@ def run_attempt(
                                  new_session, on_start)  # fmt: skip
             if cancel_requested(folder):
                 state = State.CANCELLED
-        # Attempt n, which is not the latest any more when the XP was resubmitted meanwhile
-        # (a Slurm --replace does not wait for the old job to end).
-        update_job(folder, lambda r: r.with_attempt(n, state=state, exit_code=code, ended=now()))
+        update_job(folder, _ended(n, state, code))
         clear_cancel(folder)
         return RunResult(folder.name, folder, state, code, n, log)
+
+
+def _ended(n: int, state: State, code: Optional[int]) -> Callable[[JobRecord], JobRecord]:
+    """Record how attempt ``n`` ended: not necessarily the latest one (a Slurm --replace
+    resubmits without waiting for the old job), and an end already recorded (CANCELLED by -C
+    before the resubmission cleared the cancel request) is kept, only its exit code added."""
+
+    def change(record: JobRecord) -> JobRecord:
+        attempt = next((a for a in record.attempts if a.n == n), None)
+        if attempt is None:
+            return record
+        if attempt.state.finished:
+            code_now = attempt.exit_code if attempt.exit_code is not None else code
+            return record.with_attempt(n, exit_code=code_now, ended=attempt.ended or now())
+        return record.with_attempt(n, state=state, exit_code=code, ended=now())
+
+    return change
 
 
 def _next_attempt(record: Optional[JobRecord], job_id: Optional[str]) -> int:

@@ -79,27 +79,27 @@ def submission_scripts(dir: Path) -> list[str]:
     ]
 
 
-def release(job_id: str, timeout: float = 60.0) -> None:
+def release(job_id: str, timeout: float = 120.0) -> None:
     """Let a held or requeued job start now (Slurm delays a requeued job by two minutes).
 
-    A job being requeued is PENDING only once its old run is cleaned up: wait for that.
+    Returns once the job has been seen PENDING and then left that state: a job being requeued
+    shows its old run (RUNNING, COMPLETING) first, and its BeginTime only once PENDING.
     """
-    deadline = time.monotonic() + timeout
+    deadline, seen = time.monotonic() + timeout, False
     while time.monotonic() < deadline:
         done = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r"], capture_output=True,
                               text=True, timeout=30, check=False)  # fmt: skip
         state, _, reason = done.stdout.strip().partition("|")
-        if state != "PENDING" or reason not in ("BeginTime", "JobHeldUser", "JobHeldAdmin"):
-            if state == "PENDING" or not state:
-                return  # released (or gone)
-            time.sleep(0.3)
-            continue
-        subprocess.run(["scontrol", "update", f"jobid={job_id}", "starttime=now"],
-                       capture_output=True, timeout=30, check=False)  # fmt: skip
-        subprocess.run(["scontrol", "release", job_id], capture_output=True, timeout=30,
-                       check=False)  # fmt: skip
+        if state == "PENDING":
+            seen = True
+            if reason in ("BeginTime", "JobHeldUser", "JobHeldAdmin"):
+                for argv in (["scontrol", "update", f"jobid={job_id}", "starttime=now"],
+                             ["scontrol", "release", job_id]):  # fmt: skip
+                    subprocess.run(argv, capture_output=True, timeout=30, check=False)
+        elif seen or not state:
+            return  # it started (or ended)
         time.sleep(0.3)
-    raise AssertionError(f"job {job_id} could not be released in {timeout} s")
+    raise AssertionError(f"job {job_id} did not start within {timeout} s")
 
 
 def queue_states(name_prefix: str = "gridman-") -> dict[str, str]:
