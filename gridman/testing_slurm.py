@@ -93,6 +93,9 @@ def release(job_id: str, timeout: float = 120.0) -> None:
         if state == "PENDING":
             seen = True
             if reason in ("BeginTime", "JobHeldUser", "JobHeldAdmin"):
+                if reason == "BeginTime" and not _steps_gone(job_id):
+                    time.sleep(0.3)
+                    continue
                 for argv in (["scontrol", "update", f"jobid={job_id}", "starttime=now"],
                              ["scontrol", "release", job_id]):  # fmt: skip
                     subprocess.run(argv, capture_output=True, timeout=30, check=False)
@@ -100,6 +103,18 @@ def release(job_id: str, timeout: float = 120.0) -> None:
             return  # it started (or ended)
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} did not start within {timeout} s")
+
+
+def _steps_gone(job_id: str) -> bool:
+    """Whether the old run of a requeued job is fully torn down. Slurm waits two minutes
+    before restarting it; a release much sooner can start the new run while slurmd still
+    tears down the old one, and that launch fails (seen under load in CI)."""
+    done = subprocess.run(["squeue", "-h", "-s", "-j", job_id], capture_output=True, text=True,
+                          timeout=30, check=False)  # fmt: skip
+    if done.stdout.strip():
+        return False
+    time.sleep(2.0)  # the steps are gone from the controller; give slurmd its teardown
+    return True
 
 
 def queue_states(name_prefix: str = "gridman-") -> dict[str, str]:
