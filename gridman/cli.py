@@ -226,8 +226,11 @@ def _fmt(value: Any) -> str:
 
 def _attempt_text(attempt: dict[str, Any]) -> str:
     parts = [f"{attempt.get('state')}", f"on {attempt.get('backend')}"]
-    if attempt.get("job_id"):
-        parts.append(f"job {attempt['job_id']}")
+    job = str(attempt.get("job_id") or "")
+    if job and not job.endswith(".json"):  # the local pool's ids are its queue files' names
+        parts.append(f"job {job}")
+    elif attempt.get("pid"):
+        parts.append(f"pid {attempt['pid']}")
     if attempt.get("array_index") is not None:
         parts.append(f"(array index {attempt['array_index']})")
     if attempt.get("host"):
