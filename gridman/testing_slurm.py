@@ -139,8 +139,8 @@ def cancel_all(dir: Path) -> None:
             names.append(json.loads(path.read_text(encoding="utf8"))["name"])
         except (OSError, ValueError, KeyError):
             continue
-    if names:
-        subprocess.run(["scancel", "--name", ",".join(names)], capture_output=True, timeout=60)
+    for name in names:  # scancel --name takes one name
+        subprocess.run(["scancel", "--name", name], capture_output=True, timeout=60)
 
 
 def wait_until(predicate: Any, what: str, timeout: float = 60.0) -> Any:
