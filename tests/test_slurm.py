@@ -230,7 +230,8 @@ def test_xp_killed_by_an_outside_scancel_is_cancelled_not_failed(root: Path, hol
     # The job's runner leaves the attempt live while Slurm ends the job; a poll settles it.
     wait_until(lambda: grid(root, "g", code=None)[0]["state"] == "CANCELLED", "CANCELLED")
     attempt = attempts_of(folder)[-1]
-    assert attempt["state"] == "CANCELLED" and attempt["exit_code"] == -15, attempt
+    # -15 when the job's runner recorded its XP's end; None when Slurm killed the runner first
+    assert attempt["state"] == "CANCELLED" and attempt["exit_code"] in (-15, None), attempt
 
 
 def test_timeout_requeues_up_to_max_num_timeout(root: Path) -> None:
