@@ -169,7 +169,6 @@ def open_grid(
     grid = load_grid(folder, options.name)
     spec = main_spec(project, options.main)
     main = load_main(project, spec)
-    name, reason = choose_backend(project, options.backend)
     herd = build_herd(grid, main, base_resources(project, options))
     sheeps = list(herd.sheeps.values())
     if options.gpus is not None:
@@ -178,6 +177,7 @@ def open_grid(
     items = grid_items([s.xp.delta for s in sheeps], [s.xp.params for s in sheeps])
     base, names = grid_names(items)
     chosen = select(options.patterns, items, [s.sig for s in sheeps])
+    name, reason = choose_backend(project, options.backend)
     settings = dict(project.section(name)) if name in project.settings else {}
     if options.workers is not None:
         settings["workers"] = options.workers

@@ -181,6 +181,17 @@ def update_job(
         return new
 
 
+def end_latest(folder: Path, state: State) -> JobRecord:
+    """Record the XP's latest attempt as ended in ``state``, unless it has ended already."""
+
+    def change(record: JobRecord) -> JobRecord:
+        if record.latest is None or record.latest.state.finished:
+            return record
+        return record.with_latest(state=state, ended=now())
+
+    return update_job(folder, change)
+
+
 def this_host() -> str:
     return socket.gethostname()
 

@@ -24,7 +24,16 @@ from typing import Any, Optional
 
 from ..errors import ConfigError, UsageError
 from ..fsutil import atomic_write_json, file_lock
-from ..jobs import JobRecord, State, now, pid_alive, read_job, this_host, update_job
+from ..jobs import (
+    JobRecord,
+    State,
+    end_latest,
+    now,
+    pid_alive,
+    read_job,
+    this_host,
+    update_job,
+)
 from ..runner import (
     clear_cancel,
     is_running_here,
@@ -163,7 +172,7 @@ class LocalBackend(Backend):
                 queued = bool(latest.job_id) and (self.pool / "queue" / str(latest.job_id)).exists()
                 restart |= queued
                 if not queued and self._lost(folder, latest.job_id, latest.submitted):
-                    fresh[folder] = _set_state(folder, State.VANISHED)
+                    fresh[folder] = end_latest(folder, State.VANISHED)
         if restart:
             ensure_daemon(self.pool, self.ctx.python or sys.executable)
         return fresh
@@ -188,7 +197,7 @@ class LocalBackend(Backend):
                 and latest.job_id
                 and _unqueue(self.pool, latest.job_id)
             ):
-                _set_state(folder, State.CANCELLED)
+                end_latest(folder, State.CANCELLED)
             else:
                 request_cancel(folder)  # the runner checks it before and after starting
                 running.append(folder)
@@ -222,15 +231,6 @@ def _unqueue(pool: Path, job_id: str) -> bool:
     return True
 
 
-def _set_state(folder: Path, state: State) -> JobRecord:
-    def change(r: JobRecord) -> JobRecord:
-        if r.latest is None or r.latest.state.finished:
-            return r
-        return r.with_latest(state=state, ended=now())
-
-    return update_job(folder, change)
-
-
 def _signal(folder: Path, sig: int) -> None:
     record = read_job(folder)
     latest = record.latest if record else None
@@ -254,7 +254,7 @@ def _wait_finished(folders: list[Path]) -> None:
         if time.monotonic() > deadline:
             if killed:
                 for folder in folders:
-                    _set_state(folder, State.CANCELLED)
+                    end_latest(folder, State.CANCELLED)
                 return
             for folder in folders:
                 _signal(folder, signal.SIGKILL)
@@ -268,7 +268,7 @@ def _finished(folder: Path) -> bool:
         return True
     latest = record.latest
     if latest.state is State.RUNNING and not pid_alive(latest.pid) and not is_running_here(folder):
-        _set_state(folder, State.CANCELLED)
+        end_latest(folder, State.CANCELLED)
         return True
     return False
 

@@ -23,13 +23,22 @@ import shlex
 import shutil
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import UsageError
 from ..fsutil import atomic_write_json, read_json
-from ..jobs import JobRecord, State, now, pid_alive, read_job, this_host, update_job
+from ..jobs import (
+    JobRecord,
+    State,
+    end_latest,
+    now,
+    pid_alive,
+    read_job,
+    this_host,
+    update_job,
+)
 from ..resources import Resources
 from ..runner import clear_cancel, request_cancel, worker_status
 from .base import Backend, LaunchContext, Submission
@@ -175,10 +184,10 @@ class SlurmBackend(Backend):
         except SlurmError as exc:
             for sub in chunk:
                 update_job(sub.folder, _failed(token, str(exc)))
-            self._write_intent(_replace(intent, void=True))
+            self._write_intent(replace(intent, void=True))
             raise
         _fault("after-sbatch")
-        intent = _replace(intent, job_id=job_id)
+        intent = replace(intent, job_id=job_id)
         for index, sub in enumerate(chunk):
             update_job(sub.folder, _with_job_id(token, intent.task_id(index)), durable=False)
         self._write_intent(intent)
@@ -282,8 +291,8 @@ class SlurmBackend(Backend):
             found = sacct_by_name(intent.name) or {}
             ids = {i.split("_", 1)[0] for i in found}
         if not ids:
-            return _replace(intent, void=True)
-        intent = _replace(intent, job_id=sorted(ids)[-1])
+            return replace(intent, void=True)
+        intent = replace(intent, job_id=sorted(ids)[-1])
         self._write_intent(intent)
         return intent
 
@@ -331,7 +340,7 @@ class SlurmBackend(Backend):
             request_cancel(folder)  # the job's runner records CANCELLED when its XP stops
         scancel([i for _, r in live if (i := _job_id(r))])
         for folder, _ in live:
-            update_job(folder, _cancelled)
+            end_latest(folder, State.CANCELLED)
         self.view.forget_queue()
 
 
@@ -361,12 +370,6 @@ def reconcile(folder: Path, record: JobRecord, info: Optional[JobInfo]) -> Optio
 
 def _job_id(record: JobRecord) -> Optional[str]:
     return record.latest.job_id if record.latest is not None else None
-
-
-def _replace(intent: Intent, **changes: Any) -> Intent:
-    from dataclasses import replace
-
-    return replace(intent, **changes)
 
 
 def _fault(point: str) -> None:
@@ -417,12 +420,6 @@ def _vanished(token: str) -> Any:
         return record.with_latest(state=State.VANISHED, ended=now())
 
     return change
-
-
-def _cancelled(record: JobRecord) -> JobRecord:
-    if record.latest is None or record.latest.state.finished:
-        return record
-    return record.with_latest(state=State.CANCELLED, ended=now())
 
 
 def _running(n: int, node: Optional[str]) -> Any:

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from ..jobs import JobRecord, State, now, read_job, update_job
 from ..runner import run_attempt, worker_command, worker_env
-from .slurm_query import map_state
+from .slurm_query import SlurmError, map_state, run_slurm
 
 _CURRENT: dict[str, subprocess.Popen[bytes]] = {}  # the XP's process, for checkpoint()
 _STOP_GRACE = 20.0
@@ -109,9 +109,8 @@ def _settle_killed(folder: Path, attempt: int, job_id: str) -> None:
     """The XP died of a signal: when Slurm killed the job (scancel, time limit, node), record
     Slurm's state rather than FAILED (the controller has it before squeue shows it)."""
     try:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
-                             text=True, timeout=20).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
+        out = run_slurm(["scontrol", "show", "job", "-o", job_id], timeout=20).stdout
+    except (SlurmError, OSError):
         return
     word = next((f[9:] for f in out.split() if f.startswith("JobState=")), "")
     state = map_state(word)
@@ -218,11 +217,10 @@ def _time_left() -> Optional[float]:
     if not job:
         return None
     try:
-        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%L"], capture_output=True,
-                             text=True, timeout=20).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
+        out = run_slurm(["squeue", "-h", "-j", job, "-o", "%L"], timeout=20).stdout
+    except (SlurmError, OSError):
         return None
-    return parse_duration(out)
+    return parse_duration(out.strip())
 
 
 def parse_duration(text: str) -> Optional[float]:

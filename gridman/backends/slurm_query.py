@@ -127,22 +127,21 @@ def sacct(job_ids: Iterable[str]) -> Optional[dict[str, JobInfo]]:
     ids = sorted(set(job_ids))
     found: dict[str, JobInfo] = {}
     for start in range(0, len(ids), _SACCT_CHUNK):
-        chunk = ids[start : start + _SACCT_CHUNK]
-        argv = ["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,NodeList,JobName",
-                "-j", ",".join(chunk)]  # fmt: skip
-        done = run_slurm(argv)
-        if done.returncode != 0:
-            if _no_accounting(done.stderr):
-                return None
-            raise SlurmError(f"sacct failed: {done.stderr.strip() or done.returncode}")
-        found.update(_parse_sacct(done.stdout))
+        answer = _sacct(["-j", ",".join(ids[start : start + _SACCT_CHUNK])])
+        if answer is None:
+            return None
+        found.update(answer)
     return found
 
 
 def sacct_by_name(name: str) -> Optional[dict[str, JobInfo]]:
     """Jobs called ``name`` in accounting (last week); None without accounting."""
-    argv = ["sacct", "-n", "-P", "-X", "-S", "now-7days", "--name", name,
-            "-o", "JobID,State,ExitCode,NodeList,JobName"]  # fmt: skip
+    return _sacct(["-S", "now-7days", "--name", name])
+
+
+def _sacct(selection: list[str]) -> Optional[dict[str, JobInfo]]:
+    """One sacct call for ``selection`` (-j ... or --name ...); None without accounting."""
+    argv = ["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,NodeList,JobName", *selection]
     done = run_slurm(argv)
     if done.returncode != 0:
         if _no_accounting(done.stderr):
@@ -197,7 +196,6 @@ class SlurmView:
         self.folder = folder
         self.cache_s = cache_s
         self._queue: Optional[dict[str, JobInfo]] = None
-        self.calls = {"squeue": 0, "sacct": 0}
 
     @property
     def path(self) -> Path:
@@ -225,7 +223,6 @@ class SlurmView:
         if snap and time.time() - float(snap.get("at", 0)) < self.cache_s:
             self._queue = {k: JobInfo.from_json(v) for k, v in snap["jobs"].items()}
             return self._queue
-        self.calls["squeue"] += 1
         self._queue = squeue()
         jobs = {k: v.to_json() for k, v in self._queue.items()}
         self._save(lambda d: d.update(squeue={"at": time.time(), "jobs": jobs}))
@@ -237,9 +234,6 @@ class SlurmView:
         with contextlib.suppress(OSError):
             self._save(lambda d: d.pop("squeue", None))
 
-    def accounting(self) -> Optional[dict[str, Any]]:
-        return self._load().get("sacct")
-
     def finished(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
         """What accounting says about jobs that left the queue (cached; {} without it)."""
         data = self._load()
@@ -250,7 +244,6 @@ class SlurmView:
         missing = [i for i in job_ids if i not in cached]
         if not missing:
             return out
-        self.calls["sacct"] += 1
         answer = sacct(missing)
         if answer is None:
             self._save(lambda d: d.update(accounting=False, accounting_at=time.time()))

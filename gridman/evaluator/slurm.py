@@ -88,8 +88,9 @@ class SlurmBackend(Backend):
             for chunk in array_chunks(subs, size):
                 self._submit_chunk([by_id[s.sig] for s in chunk])
         except SlurmError as exc:
+            submitted = {t.id for t, _, _ in self._live.values()}
             for task in tasks:
-                if not any(t is task for t, _, _ in self._live.values()):
+                if task.id not in submitted:
                     self.report(failure(task.id, exc, "sbatch: "))
 
     def _submit_chunk(self, tasks: list[Task]) -> None:
