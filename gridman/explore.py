@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import GridmanError, SignatureCollisionError, UsageError
-from .perf import paused_gc
+from .perf import memoised, paused_gc
 from .resources import Resources
 
 if TYPE_CHECKING:
@@ -205,19 +205,9 @@ def _value_argv(
     value: Any,
     memo: Optional[ArgvMemo],
 ) -> list[str]:
-    kind = type(value)
-    if memo is None or kind not in _MEMO_TYPES:
+    if memo is None:
         return main.value_to_argv(key, value)
-    # floats by repr: -0.0 == 0.0 (same hash) but they are different arguments
-    memo_key = (key, kind, repr(value) if kind is float else value)
-    found = memo.get(memo_key)
-    if found is None:
-        found = memo[memo_key] = main.value_to_argv(key, value)
-    return found
-
-
-#: Value types whose argv tokens are memoised (hashable, and equal only to the same value).
-_MEMO_TYPES = frozenset({str, int, float, bool, type(None)})
+    return memoised(memo, key, value, main.value_to_argv)
 
 
 def _caller(grid_file: Optional[Path], target: Optional[str] = None) -> str:

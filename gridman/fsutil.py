@@ -60,6 +60,19 @@ def atomic_write_json(path: Path, data: Any, fsync: bool = True, indent: int | N
     atomic_write_text(path, json.dumps(data, indent=indent) + "\n", fsync=fsync)
 
 
+def read_bytes(path: str) -> bytes:
+    """A whole file through a bare descriptor: no buffered file object, for the per-XP reads
+    of big grids (argv.json, histories)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [os.read(fd, 1 << 20)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 1 << 20))
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
 def read_json(path: Path) -> Any:
     """Load JSON from ``path``; raises OSError or ValueError (json.JSONDecodeError)."""
     with open(path, encoding="utf8") as handle:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import HistoryError
-from .fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
+from .fsutil import atomic_write_bytes, atomic_write_json, fsync_dir, read_bytes
 from .signature import jsonable
 
 HISTORY = "history.json"
@@ -39,21 +39,9 @@ _MIN_JOURNAL = 64
 _open_links: weakref.WeakSet[Link] = weakref.WeakSet()
 
 
-def _read_bytes(path: str) -> bytes:
-    """A whole file through a bare descriptor (the table reads one or two per XP)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = [os.read(fd, 1 << 20)]
-        while chunks[-1]:
-            chunks.append(os.read(fd, 1 << 20))
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
 def _read_journal(path: Path | str) -> list[tuple[int, Any]]:
     try:
-        data = _read_bytes(os.fspath(path))
+        data = read_bytes(os.fspath(path))
     except FileNotFoundError:
         return []
     entries = []
@@ -78,7 +66,7 @@ def load_history(folder: Path | str, journal: bool = True) -> list[Any]:
     entries = _read_journal(os.path.join(where, JOURNAL)) if journal else []
     path = os.path.join(where, HISTORY)
     try:
-        history = json.loads(_read_bytes(path))
+        history = json.loads(read_bytes(path))
     except FileNotFoundError:
         history = []
     except (OSError, ValueError) as exc:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import UsageError
-from .perf import paused_gc
+from .perf import memoised, paused_gc
 from .signature import Delta
 
 
@@ -69,26 +69,11 @@ def grid_names(items: Sequence[Sequence[tuple[str, Any]]]) -> tuple[str, list[st
         return "", []
     with paused_gc():  # a few strings and lists per XP, none in cycles
         memo: dict[tuple[str, type, Any], str] = {}  # a grid repeats its values
-        all_parts = [[_memo_part(memo, k, v) for k, v in pairs] for pairs in items]
+        all_parts = [[memoised(memo, k, v, part) for k, v in pairs] for pairs in items]
         common = set(all_parts[0]).intersection(*all_parts[1:]) if len(all_parts) > 1 else set()
         base = [p for p in all_parts[0] if p in common]
         names = [" ".join([p for p in ps if p not in common]) or "(base)" for ps in all_parts]
     return " ".join(base), names
-
-
-def _memo_part(memo: dict[tuple[str, type, Any], str], key: str, value: Any) -> str:
-    kind = type(value)
-    if kind not in _HASHABLE:
-        return part(key, value)
-    # floats by repr: -0.0 == 0.0 (same hash) but they are shown differently
-    memo_key = (key, kind, repr(value) if kind is float else value)
-    found = memo.get(memo_key)
-    if found is None:
-        found = memo[memo_key] = part(key, value)
-    return found
-
-
-_HASHABLE = frozenset({str, int, float, bool, type(None)})
 
 
 def _match_one(pattern: str, parts: list[str], sig: str) -> bool:

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: Value types memoised by :func:`memoised` (hashable, and equal only to the same value).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 @contextlib.contextmanager
@@ -25,3 +31,21 @@ def paused_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def memoised(
+    memo: dict[tuple[str, type, Any], T], key: str, value: Any, make: Callable[[str, Any], T]
+) -> T:
+    """``make(key, value)``, remembered in ``memo`` for plain values (a grid repeats them).
+
+    Keyed by key, value type and value, so that ``1``, ``1.0`` and ``True`` stay apart; floats
+    by ``repr``: ``-0.0 == 0.0`` (same hash) but they are different arguments and names.
+    """
+    kind = type(value)
+    if kind not in _PLAIN:
+        return make(key, value)
+    memo_key = (key, kind, repr(value) if kind is float else value)
+    found = memo.get(memo_key)
+    if found is None:
+        found = memo[memo_key] = make(key, value)
+    return found

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from . import __version__
 from .errors import SignatureCollisionError, UnknownXPError, UsageError
-from .fsutil import FORMAT_VERSION, atomic_write_bytes, read_json
+from .fsutil import FORMAT_VERSION, atomic_write_bytes, read_bytes, read_json
 from .link import Link
 from .perf import paused_gc
 from .signature import Delta, canonical_json, delta_from_json, is_valid_sig
@@ -147,7 +147,7 @@ def init_many(xps: list[XP]) -> None:
 def _needs_write(xp: XP) -> bool:
     """False when argv.json already holds this delta; raises on a collision."""
     try:
-        raw = _read_small(os.path.join(os.fspath(xp.folder), ARGV_FILE))
+        raw = read_bytes(os.path.join(os.fspath(xp.folder), ARGV_FILE))
     except FileNotFoundError:
         return True
     if raw == _argv_bytes(xp):
@@ -162,19 +162,6 @@ def _needs_write(xp: XP) -> bool:
             "rename or exclude a parameter so these XPs differ, or move the old folder away",
         )
     return True  # unreadable: argv.json can be regenerated
-
-
-def _read_small(path: str) -> bytes:
-    """A file's bytes through bare file descriptors (no buffered file object: this runs
-    for every XP of a grid)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = [os.read(fd, 65536)]
-        while chunks[-1]:
-            chunks.append(os.read(fd, 65536))
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
 
 
 def _argv_bytes(xp: XP) -> bytes:
