@@ -158,6 +158,16 @@ def test_setup_lines_run_before_the_xp_in_the_scheduling_environment(root: Path)
     assert "starts" in (plain / "log" / "1.log").read_text()
 
 
+def test_sbatch_refusing_the_resources_is_a_clear_error(root: Path) -> None:
+    write_grid(root, "g", "launcher(seed=12)")
+    result = run_cli(["grid", "g", "-p", "no-such-partition", "--no-monitor"], root)
+    assert result.exit_code == 2, result.output  # bad input, not an internal error
+    assert "sbatch failed" in result.stderr and "partition" in result.stderr
+    (folder,) = (root / "outputs" / "xps").iterdir()
+    attempt = attempts_of(folder)[-1]
+    assert attempt["state"] == "FAILED" and "partition" in attempt["extra"]["error"]
+
+
 def test_second_grid_submits_nothing_and_removed_xp_is_cancelled(root: Path, hold: Path) -> None:
     write_grid(root, "g", f"launcher(seed=1, hold={str(hold)!r})\nlauncher(seed=2)")
     rows = grid(root, "g")

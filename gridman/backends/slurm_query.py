@@ -43,9 +43,8 @@ SLURM_STATES: dict[str, State] = {
 
 
 class SlurmError(GridmanError):
-    """A Slurm command failed (sbatch, squeue, scancel ...)."""
-
-    exit_code = 3
+    """A Slurm command failed (sbatch, squeue, scancel ...): bad resources or a cluster that
+    does not answer, exit status 2 as for any bad input (3 is kept for gridman's own bugs)."""
 
 
 def map_state(text: str) -> State:
