@@ -152,14 +152,21 @@ def dora_cmd(*args: str) -> list[str]:
     return [str(DORA_VENV / "bin" / "dora"), "-P", "toy", *args]
 
 
+# Both tools run with their bytecode cached, as after `pip install` (which compiles it): an
+# inherited PYTHONDONTWRITEBYTECODE would make every run compile again whatever had no .pyc
+# yet (gridman's editable sources, the toy project), ~40 ms per command that no user pays.
+_UNFAIR = ("PYTHONDONTWRITEBYTECODE",)
+
+
 def gridman_env(xp_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TOY_OUT", "NO_COLOR")}
+    drop = ("TOY_OUT", "NO_COLOR", *_UNFAIR)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["GRIDMAN_DIR"] = str(xp_dir)
     return env
 
 
 def dora_env(xp_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "GRIDMAN_DIR"}
+    env = {k: v for k, v in os.environ.items() if k not in ("GRIDMAN_DIR", *_UNFAIR)}
     env["TOY_OUT"] = str(xp_dir)
     return env
 

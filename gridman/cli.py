@@ -15,7 +15,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from . import __version__
+from . import __version__, clifast
 from .errors import EXIT_INTERNAL, EXIT_XP_FAILED, ArgvError, GridmanError, HelpRequested
 
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": False}
@@ -23,6 +23,17 @@ _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": False}
 
 class _Group(TyperGroup):
     """Catches gridman's error family once, for every command."""
+
+    # Plain values are converted without building pydantic adapters (see gridman.clifast).
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        clifast.install(self.get_params(ctx))
+        return super().parse_args(ctx, args)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            clifast.install(command.get_params(ctx))
+        return command
 
     def invoke(self, ctx: Any) -> Any:
         try:
