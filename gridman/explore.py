@@ -221,6 +221,8 @@ def _caller(grid_file: Optional[Path], target: Optional[str] = None) -> str:
     frame = sys._getframe(1)
     first = None
     while frame is not None:
+        if frame.f_code is _EXPLORE_CALL:
+            break  # what called the explore function: gridman and the CLI, never the grid file
         name = frame.f_code.co_filename
         if name == target:
             return f"{name}:{frame.f_lineno}"
@@ -287,6 +289,7 @@ class Explorer:
 
 
 _SCALARS = (float, int, str, bool, type(None))
+_EXPLORE_CALL = Explorer.__call__.__code__
 
 
 def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:

@@ -8,15 +8,15 @@ state would lose results); read-modify-write happens under the XP's lock file.
 from __future__ import annotations
 
 import enum
+import json
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from .fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
+from .fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_bytes
 
 JOB_FILE = "job.json"
 LOCK_FILE = ".job.lock"
@@ -146,16 +146,18 @@ def read_job(folder: Path) -> Optional[JobRecord]:
     in ``extra["error"]``, rather than an exception: one bad file never breaks a command about
     other XPs.
     """
-    path = folder / JOB_FILE
+    # A string path and a bare descriptor: a grid reads (or fails to find) one per XP.
+    where = os.fspath(folder)
     try:
-        return JobRecord.from_json(read_json(path), folder.name)
+        data = json.loads(read_bytes(os.path.join(where, JOB_FILE)))
+        return JobRecord.from_json(data, os.path.basename(where))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError, KeyError) as exc:
         # Shown as FAILED with the reason: it never counts as running, and --retry replaces it.
         error = f"unreadable {JOB_FILE}: {exc}"
         broken = Attempt(n=0, backend="?", state=State.FAILED, extra={"error": error})
-        return JobRecord(sig=folder.name, attempts=(broken,))
+        return JobRecord(sig=os.path.basename(where), attempts=(broken,))
 
 
 def write_job(folder: Path, record: JobRecord, durable: bool = True) -> None:
@@ -193,6 +195,8 @@ def end_latest(folder: Path, state: State) -> JobRecord:
 
 
 def this_host() -> str:
+    import socket  # not at import time: most commands never ask
+
     return socket.gethostname()
 
 

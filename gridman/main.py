@@ -22,7 +22,7 @@ from typing import Any, Optional
 from . import fastargs
 from .config import AttrDict, apply_overrides, flatten, load_mapping
 from .errors import ArgvError, GridmanError, HelpRequested
-from .signature import canonical_json, compute_delta, sig_of_canonical
+from .signature import canonical_of_delta, compute_delta, sig_of_canonical
 from .xp import XP, init_xp
 
 Func = Callable[[], Any]
@@ -70,7 +70,7 @@ class DecoratedMain:
         argv = [str(a) for a in argv]
         cfg, values, defaults = self.parse(argv)
         delta = compute_delta(values, defaults, self.exclude)
-        text = canonical_json(delta)
+        text = canonical_of_delta(delta)
         sig = sig_of_canonical(text)
         return XP(cfg=cfg, argv=argv, delta=delta, sig=sig, dir=dir or self.dir, params=values,
                   _canonical=text)  # fmt: skip

@@ -31,7 +31,9 @@ Delta = list[tuple[str, Any]]
 
 def jsonable(value: Any) -> Any:
     """Return ``value`` as plain JSON data (paths and enums become strings, tuples lists)."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if type(value) in _PLAIN or value is None:  # the usual case, without isinstance
+        return value
+    if isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value
@@ -89,7 +91,8 @@ def _json_equal(a: Any, b: Any) -> bool:
 def compute_delta(
     values: Mapping[str, Any], defaults: Mapping[str, Any], exclude: Sequence[str] = ()
 ) -> Delta:
-    """Pairs of ``values`` that differ from ``defaults`` and match no ``exclude`` glob, by key."""
+    """Pairs of ``values`` that differ from ``defaults`` and match no ``exclude`` glob, by key
+    (sorted, values already :func:`jsonable`: see :func:`canonical_of_delta`)."""
     delta: Delta = []
     patterns = tuple(exclude)
     for key in sorted(values):
@@ -114,6 +117,14 @@ def canonical_json(delta: Iterable[tuple[str, Any]]) -> str:
     """
     pairs = sorted([str(k), jsonable(v)] for k, v in delta)
     return _CANONICAL.encode(pairs)
+
+
+def canonical_of_delta(delta: Delta) -> str:
+    """:func:`canonical_json` of a delta made by :func:`compute_delta`, whose keys are sorted
+    strings and whose values are jsonable already (the same text, without redoing either)."""
+    if delta and type(delta[0][0]) is not str:  # keys sorted as they are, not as strings
+        return canonical_json(delta)
+    return _CANONICAL.encode([[k, v] for k, v in delta])
 
 
 #: ``json.dumps(..., sort_keys=True)`` without building an encoder per call (same output).

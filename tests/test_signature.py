@@ -22,6 +22,7 @@ import gridman
 from gridman.main import ArgparseMain
 from gridman.signature import (
     canonical_json,
+    canonical_of_delta,
     compute_delta,
     compute_sig,
     delta_from_json,
@@ -312,3 +313,19 @@ def test_is_valid_sig_rejects(text: str) -> None:
 
 def test_is_valid_sig_rejects_trailing_newline() -> None:
     assert not is_valid_sig("deadbeef\n")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"lr": 0.5, "bs": 32, "name": "x", "flag": True, "none": None},
+        {"cfg": {"b": [1, 2], "a": {"z": 1, "y": 2}}, "t": (1, 2), "p": PurePosixPath("/a")},
+        {"x": float("inf"), "é": "ü", "A": 1, "a": 2, "_": [None, 1.5]},
+        {3: "int keys", 10: "sort as numbers, hashed as strings"},
+    ],
+)
+def test_canonical_of_delta_is_canonical_json(values: dict[Any, Any]) -> None:
+    """The herd's shortcut writes exactly the text that the signature is defined on."""
+    delta = compute_delta(values, {})
+    assert canonical_of_delta(delta) == canonical_json(delta)
