@@ -117,9 +117,10 @@ def poll_records(
         except UsageError:
             continue  # recorded by a backend this gridman does not have: shown as recorded
         fresh.update(backend.poll(jobs))
-    for sheep in sheeps:
-        if sheep.xp.folder in fresh:
-            sheep.job = fresh[sheep.xp.folder]
+    if fresh:  # (nothing live: no need to hash every folder)
+        for sheep in sheeps:
+            if sheep.xp.folder in fresh:
+                sheep.job = fresh[sheep.xp.folder]
     return fresh
 
 

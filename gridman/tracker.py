@@ -249,11 +249,16 @@ def lower_is_better(key: str) -> bool:
 
 def _get(metrics: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = metrics
-    for key in path:
-        if not isinstance(node, Mapping) or key not in node:
+    for key in path:  # plain dicts first: isinstance against the Mapping ABC is slow
+        if (type(node) is not dict and not isinstance(node, Mapping)) or key not in node:
             return None
         node = node[key]
+    if type(node) in _LEAVES:
+        return node
     return None if isinstance(node, Mapping) else node
+
+
+_LEAVES = frozenset({float, int, str, bool, type(None)})
 
 
 def _best(rows: Sequence[Row], col: Column) -> Optional[float]:
