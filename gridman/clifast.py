@@ -64,9 +64,19 @@ def _convert(kind: type, value: Any) -> Any:
 
 
 def _plain_kind(param: Any) -> tuple[type, bool] | None:
-    """(kind, multi) of a parameter whose values _Plain can convert, else None."""
+    """(kind, multi) of a parameter whose values _Plain can convert, else None (also for a
+    typer whose parameters look otherwise: they keep typer's own conversion)."""
+    try:
+        return _kind_of(param)
+    except AttributeError:
+        return None
+
+
+def _kind_of(param: Any) -> tuple[type, bool] | None:
     descriptor = getattr(param, "type_descriptor", None)
-    if descriptor is None or getattr(param, "_runtime_param", 0) is not None:
+    if descriptor is None or not hasattr(param, "get_runtime_param"):
+        return None
+    if getattr(param, "_runtime_param", 0) is not None:  # built already, or no such slot
         return None
     info = descriptor.parameter_info
     if descriptor.file_annotation is not None or info.parser is not None:

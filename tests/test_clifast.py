@@ -114,3 +114,22 @@ def test_sure_and_unsure_values_both_run(tmp_path: Path, given: list[str]) -> No
     result = run_cli(["grid", "g", "--dry-run", "--backend", "local", *given], tmp_path)
     assert result.exit_code == 0, result.output
     assert "1 submit" in result.output
+
+
+def test_a_parameter_of_another_shape_is_left_to_typer() -> None:
+    """A typer whose parameters lack the expected attributes keeps its own conversion."""
+
+    class Odd:
+        type_descriptor = None
+        _runtime_param = None
+
+    class NoDescriptorInfo:
+        type_descriptor = object()
+        _runtime_param = None
+
+        def get_runtime_param(self) -> None:
+            raise AssertionError("never called")
+
+    odd, other = Odd(), NoDescriptorInfo()
+    clifast.install([odd, other])
+    assert odd._runtime_param is None and other._runtime_param is None
