@@ -65,12 +65,19 @@ def read_bytes(path: str) -> bytes:
     of big grids (argv.json, histories)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        chunks = [os.read(fd, 1 << 20)]
-        while chunks[-1]:
-            chunks.append(os.read(fd, 1 << 20))
+        chunk = os.read(fd, _CHUNK)
+        if len(chunk) < _CHUNK:
+            return chunk  # a short read of a regular file is its end: no second read needed
+        chunks = [chunk]
+        while chunk:
+            chunk = os.read(fd, _CHUNK)
+            chunks.append(chunk)
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+_CHUNK = 1 << 16
 
 
 def read_json(path: Path) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,3 +81,14 @@ def test_to_argv_memo_keeps_equal_but_different_values_apart() -> None:
 def test_names_keep_equal_but_different_values_apart() -> None:
     base, names = grid_names([[("x", 0.0)], [("x", -0.0)], [("x", 1)], [("x", True)]])
     assert base == "" and names == ["x=0.0", "x=-0.0", "x=1", "x"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 3000, 65535, 65536, 65537, 200_000])
+def test_read_bytes_reads_whole_files_of_any_size(tmp_path: Path, size: int) -> None:
+    """One read when the file is shorter than a chunk; the whole file at chunk boundaries."""
+    from gridman.fsutil import read_bytes
+
+    data = bytes(i % 251 for i in range(size))
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert read_bytes(str(path)) == data
