@@ -165,14 +165,16 @@ def _needs_write(xp: XP) -> bool:
 
 
 def _argv_bytes(xp: XP) -> bytes:
-    data = {
-        "version": FORMAT_VERSION,
-        "sig": xp.sig,
-        "argv": list(xp.argv),
-        "delta": [[k, v] for k, v in xp.delta],
-        "gridman": __version__,
-    }
-    return (json.dumps(data) + "\n").encode("utf8")  # one line: json's C encoder
+    """argv.json's one line: ``{"version", "sig", "argv", "delta", "gridman"}``, as
+    ``json.dumps`` writes it, with the delta as its canonical text (computed already; the
+    signature is a validated hex string). Built by hand: it is compared for every XP of
+    every ``--init``."""
+    argv = json.dumps(list(xp.argv))
+    return (f'{{"version": {FORMAT_VERSION}, "sig": "{xp.sig}", "argv": {argv}, '
+            f'"delta": {xp.canonical}, "gridman": {_VERSION_JSON}}}\n').encode()  # fmt: skip
+
+
+_VERSION_JSON = json.dumps(__version__)
 
 
 def _write_argv(xp: XP) -> None:

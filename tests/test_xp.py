@@ -66,6 +66,22 @@ def test_init_xp_creates_folder_and_argv(tmp_path: Path) -> None:
     assert known_sigs(tmp_path) == ["3b45fed1"]
 
 
+@pytest.mark.parametrize(
+    "delta",
+    [[], [("lr", 0.5)], [("cfg", {"b": [1, "é"], "a": None}), ("name", 'quo"te')]],
+)
+def test_argv_file_line_is_json_dumps_of_its_fields(tmp_path: Path, delta: Any) -> None:
+    """The hand-built line holds what json.dumps of the fields holds (the delta canonical)."""
+    xp = make_xp(tmp_path, delta, ["--x", "ü"])
+    line = gridman.xp._argv_bytes(xp)
+    assert line.endswith(b"}\n") and line.count(b"\n") == 1
+    fields = {"version": 1, "sig": xp.sig, "argv": ["--x", "ü"],
+              "delta": [[k, v] for k, v in delta], "gridman": gridman.__version__}  # fmt: skip
+    assert json.loads(line) == fields
+    if not any(isinstance(v, dict) for _, v in delta):  # dict keys come sorted, else the same
+        assert line == (json.dumps(fields) + "\n").encode("utf8")
+
+
 def test_reinit_same_delta_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     init_xp(make_xp(tmp_path, [("lr", 0.5)], ["--lr", "0.5"]))
     writes: list[Path] = []
