@@ -36,8 +36,11 @@ class _Group(TyperGroup):
         return command
 
     def invoke(self, ctx: Any) -> Any:
+        from .perf import freezing
+
         try:
-            return super().invoke(ctx)
+            with freezing():
+                return super().invoke(ctx)
         except HelpRequested as exc:
             typer.echo(exc.message)
             raise typer.Exit(0) from None

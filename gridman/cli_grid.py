@@ -406,8 +406,10 @@ def _watch(
 
 
 def _monitor(session: Any, interval: float, view: View, rows: list[Any]) -> list[Any]:
+    from .perf import thaw
     from .tracker import all_finished
 
+    thaw()  # refreshes for hours: their garbage must stay collectable
     if not sys.stdout.isatty():
         last = ""
         while not all_finished(rows):

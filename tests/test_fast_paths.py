@@ -13,7 +13,7 @@ import pytest
 from gridman import fastargs
 from gridman.explore import to_argv
 from gridman.names import grid_names
-from gridman.perf import paused_gc
+from gridman.perf import freezing, paused_gc, thaw
 
 
 def test_paused_gc_restores_the_previous_state() -> None:
@@ -92,3 +92,29 @@ def test_read_bytes_reads_whole_files_of_any_size(tmp_path: Path, size: int) -> 
     path = tmp_path / "f"
     path.write_bytes(data)
     assert read_bytes(str(path)) == data
+
+
+def test_freezing_freezes_what_bulk_phases_leave_and_unfreezes_at_the_end() -> None:
+    gc.unfreeze()
+    kept = []
+    with paused_gc():
+        kept.append([{} for _ in range(100)])
+    assert gc.get_freeze_count() == 0  # a library call freezes nothing
+    with freezing():
+        assert gc.get_freeze_count() == 0
+        with paused_gc():
+            kept.append([{} for _ in range(100)])
+        assert gc.get_freeze_count() > 100
+        with freezing():  # nested: the outer block still owns the freeze
+            pass
+        assert gc.get_freeze_count() > 100
+    assert gc.get_freeze_count() == 0
+    with freezing():
+        with paused_gc():
+            kept.append([])
+        thaw()  # the monitor: nothing stays frozen, and later phases freeze nothing
+        assert gc.get_freeze_count() == 0
+        with paused_gc():
+            kept.append([])
+        assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
