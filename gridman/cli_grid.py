@@ -174,7 +174,7 @@ def grid(
     if result.initialised:
         say(f"gridman: initialised {result.initialised} XP folders")
     keep_watching = monitor and not dry_run and not cancel and not as_json
-    code = _watch(session, interval, view, keep_watching, as_json, result.plan)
+    code = _watch(session, interval, view, keep_watching, as_json, result.plan, result.created)
     raise typer.Exit(code)
 
 
@@ -311,7 +311,8 @@ def _print_plan(plan: Any, session: Any, verbose: bool, say: Any) -> None:
             say(f"  {action:<8} x{n}: {reason}")
 
 
-def _rows(session: Any, view: View) -> list[Any]:
+def _rows(session: Any, view: View, empty: frozenset[str] = frozenset()) -> list[Any]:
+    """The table's rows; ``empty``: XPs whose folders were just created (nothing to read)."""
     from .tracker import build_rows, history_lengths
 
     cut = None
@@ -322,7 +323,7 @@ def _rows(session: Any, view: View) -> list[Any]:
     explorer = session.grid.explorer
     cache = _row_cache(session) if cut is None and not view.spark else None
     rows = build_rows(explorer, session.sheeps, session.selected, session.names, cut,
-                      spark=view.spark, cache=cache)  # fmt: skip
+                      spark=view.spark, cache=cache, empty=empty)  # fmt: skip
     if cache is not None:
         cache.save(s.sig for s in session.sheeps)
     return rows
@@ -376,10 +377,11 @@ def _progress(rows: list[Any]) -> str:
 
 def _watch(
     session: Any, interval: float, view: View, monitor: bool, as_json: bool, plan: Any = None,
+    created: frozenset[str] = frozenset(),
 ) -> int:  # fmt: skip
     from .tracker import all_finished
 
-    rows = _rows(session, view)
+    rows = _rows(session, view, created)
     if monitor and not all_finished(rows):
         try:
             rows = _monitor(session, interval, view, rows)

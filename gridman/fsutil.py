@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,23 +21,51 @@ from typing import Any
 FORMAT_VERSION = 1
 
 
-def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file + rename, fsync'd when asked)."""
-    folder = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, fsync: bool = True, private: bool = False
+) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file + rename, fsync'd when asked).
+
+    The file gets the usual permissions (0666 less the umask), or 0600 when ``private``: it is
+    created so, never readable by others even for an instant. A bare descriptor and a
+    pid-and-counter temporary name: ``--init`` writes one file per XP of a 10,000-XP grid.
+    """
+    target = os.fspath(path)
+    folder = os.path.dirname(target) or "."
+    tmp, fd = _temp_file(target, 0o600 if private else 0o666)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     if fsync:
-        fsync_dir(folder)
+        fsync_dir(Path(folder))
+
+
+_temp_names = itertools.count()
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def _temp_file(target: str, mode: int) -> tuple[str, int]:
+    """A new file beside ``target``: ``.<name>.<pid>.<n>.tmp``, created exclusively (a name
+    left by a crashed process that had the same pid is skipped)."""
+    folder, name = os.path.split(target)
+    for _ in range(1000):
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.{next(_temp_names)}.tmp")
+        try:
+            return tmp, os.open(tmp, _TEMP_FLAGS, mode)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", target)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -50,14 +78,16 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
+def atomic_write_text(path: Path, text: str, fsync: bool = True, private: bool = False) -> None:
     """Text variant of :func:`atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf8"), fsync=fsync)
+    atomic_write_bytes(path, text.encode("utf8"), fsync=fsync, private=private)
 
 
-def atomic_write_json(path: Path, data: Any, fsync: bool = True, indent: int | None = 1) -> None:
+def atomic_write_json(
+    path: Path, data: Any, fsync: bool = True, indent: int | None = 1, private: bool = False
+) -> None:
     """Write ``data`` as JSON atomically."""
-    atomic_write_text(path, json.dumps(data, indent=indent) + "\n", fsync=fsync)
+    atomic_write_text(path, json.dumps(data, indent=indent) + "\n", fsync=fsync, private=private)
 
 
 def read_bytes(path: str) -> bytes:

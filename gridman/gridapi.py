@@ -198,6 +198,8 @@ class GridResult:
     plan: Plan
     committed: bool
     initialised: int
+    #: signatures of the XP folders ``--init`` created (they hold argv.json only)
+    created: frozenset[str] = frozenset()
 
 
 def run_grid(session: GridSession) -> GridResult:
@@ -213,15 +215,15 @@ def run_grid(session: GridSession) -> GridResult:
         removed = _removed(session)
         with paused_gc():  # a step per XP, none in cycles
             plan = make_plan([(s.sig, s.job) for s in chosen], opts.rules, removed)
-        initialised = 0
+        initialised, created = 0, frozenset[str]()
         if opts.init:
-            init_many([s.xp for s in chosen])
+            created = frozenset(init_many([s.xp for s in chosen]))
             initialised = len(chosen)
         if opts.dry_run:
-            return GridResult(plan, False, initialised)
+            return GridResult(plan, False, initialised, created)
         _commit(session, plan, chosen)
         _save_grid(session)
-    return GridResult(plan, True, initialised)
+    return GridResult(plan, True, initialised, created)
 
 
 def _submission(sheep: Sheep) -> Submission:

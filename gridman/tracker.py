@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -63,25 +63,28 @@ def build_rows(
     trim: Optional[int] = None,
     spark: Optional[str] = None,
     cache: Optional[RowCache] = None,
+    empty: Collection[str] = (),
 ) -> list[Row]:
     """Rows for ``sheeps[i]`` for i in indices; histories cut to ``trim`` entries if given;
     with ``spark`` (a flattened metric key), each row's sparkline of that metric. With a
     ``cache`` (see rowcache.py), rows whose history files did not change are not re-read
-    (not for ``process_sheep`` overrides, ``trim`` or ``spark``, which need the history)."""
+    (not for ``process_sheep`` overrides, ``trim`` or ``spark``, which need the history).
+    ``empty``: signatures of XPs whose folders this command has just created, with nothing
+    to read in them (no history, no stage): their files are not even looked for."""
     custom = type(explorer).process_sheep is not Explorer.process_sheep
     if custom or trim is not None or spark or not getattr(explorer, "cache_rows", True):
         cache = None
     from .stages import stage_metrics
 
     with paused_gc():  # a few objects per row, none in cycles
-        return [_row(explorer, sheeps[i], i, names[i], trim, spark, custom, cache, stage_metrics)
-                for i in indices]  # fmt: skip
+        return [_row(explorer, sheeps[i], i, names[i], trim, spark, custom, cache, stage_metrics,
+                     sheeps[i].sig in empty) for i in indices]  # fmt: skip
 
 
 def _row(
     explorer: Explorer, sheep: Sheep, index: int, name: str, trim: Optional[int],
     spark: Optional[str], custom: bool, cache: Optional[RowCache],
-    stage_metrics: Callable[[Path], dict[str, dict[str, Any]]],
+    stage_metrics: Callable[[Path], dict[str, dict[str, Any]]], empty: bool = False,
 ) -> Row:  # fmt: skip
     xp = sheep.xp
     folder = xp.folder
@@ -89,7 +92,11 @@ def _row(
     history: list[Any] = []
     try:
         stages = True  # whether stages/ may hold results (the cache knows when it cannot)
-        if cache is not None:
+        if empty:  # a folder this command created: nothing in it to read
+            stages = False
+            metrics = explorer.process_sheep(sheep, history) if custom else (
+                explorer.process_history(history))  # fmt: skip
+        elif cache is not None:
             metrics, stages = _cached_metrics(explorer, xp.sig, os.fspath(folder), cache)
         else:
             history = load_history(folder)  # no files: an empty history

@@ -125,23 +125,23 @@ def read_argv_file(folder: Path) -> dict[str, Any]:
     return data
 
 
-def init_xp(xp: XP) -> None:
-    """Create the XP folder and its ``argv.json``; detect signature collisions.
+def init_xp(xp: XP) -> bool:
+    """Create the XP folder and its ``argv.json``; detect signature collisions. True when
+    this call created the folder (it then holds ``argv.json`` only).
 
     An existing ``argv.json`` with the same delta is kept as is (re-initialising 10,000 XPs
     writes nothing); one with a different delta is a collision and raises. ``log/`` is made
     by the first attempt.
     """
-    if _needs_write(xp):
-        _write_argv(xp)
+    return _write_argv(xp) if _needs_write(xp) else False
 
 
-def init_many(xps: list[XP]) -> None:
+def init_many(xps: list[XP]) -> list[str]:
     """``init_xp`` for many XPs (serially: mkdir in one parent folder is serialised by the
-    kernel anyway, so threads only add contention)."""
+    kernel anyway, so threads only add contention). Returns the signatures of the folders
+    it created."""
     with paused_gc():
-        for xp in xps:
-            init_xp(xp)
+        return [xp.sig for xp in xps if init_xp(xp)]
 
 
 def _needs_write(xp: XP) -> bool:
@@ -177,11 +177,19 @@ def _argv_bytes(xp: XP) -> bytes:
 _VERSION_JSON = json.dumps(__version__)
 
 
-def _write_argv(xp: XP) -> None:
-    folder = str(xp.folder)
-    os.makedirs(folder, exist_ok=True)
+def _write_argv(xp: XP) -> bool:
+    """Write argv.json, creating the folder if needed; True when the folder was created."""
+    folder = os.fspath(xp.folder)
+    created = True
+    try:
+        os.mkdir(folder)  # the usual case: <dir>/xps exists, this XP's folder does not
+    except FileExistsError:
+        created = False
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
     # argv.json can be regenerated from the grid: atomic but not fsync'd (10,000 must stay fast).
-    atomic_write_bytes(Path(folder) / ARGV_FILE, _argv_bytes(xp), fsync=False)
+    atomic_write_bytes(os.path.join(folder, ARGV_FILE), _argv_bytes(xp), fsync=False)
+    return created
 
 
 def _stored_canonical(raw: bytes) -> Optional[str]:

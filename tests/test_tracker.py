@@ -71,6 +71,17 @@ def test_rows_hold_states_names_and_last_metrics(sheeps: list[Sheep]) -> None:
     assert rows[3].metrics == {"epoch": 0} and rows[3].error is None
 
 
+def test_folders_just_created_are_not_read(sheeps: list[Sheep], monkeypatch: Any) -> None:
+    """``empty`` (folders this command created) rows come from an empty history, unread."""
+    import gridman.tracker
+
+    monkeypatch.setattr(gridman.tracker, "file_key", None)  # any look at the files would fail
+    monkeypatch.setattr(gridman.tracker, "load_history", None)
+    rows = make_rows(sheeps, empty={s.sig for s in sheeps})
+    assert [r.metrics for r in rows] == [{"epoch": 0}] * 4
+    assert [r.error for r in rows] == [None] * 4
+
+
 def test_process_history_default() -> None:
     explorer = plain_explorer()
     assert explorer.process_history([]) == {"epoch": 0}

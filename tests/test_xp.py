@@ -31,6 +31,7 @@ from gridman.xp import (
     XP,
     check_sig,
     get_xp,
+    init_many,
     init_xp,
     is_xp,
     known_sigs,
@@ -80,6 +81,16 @@ def test_argv_file_line_is_json_dumps_of_its_fields(tmp_path: Path, delta: Any) 
     assert json.loads(line) == fields
     if not any(isinstance(v, dict) for _, v in delta):  # dict keys come sorted, else the same
         assert line == (json.dumps(fields) + "\n").encode("utf8")
+
+
+def test_init_many_names_the_folders_it_created(tmp_path: Path) -> None:
+    old = make_xp(tmp_path, [("lr", 0.5)])
+    assert init_many([old]) == [old.sig]
+    new = make_xp(tmp_path, [("lr", 0.25)])
+    assert init_many([old, new]) == [new.sig]  # the first exists already
+    assert init_many([old, new]) == []
+    (old.folder / ARGV_FILE).unlink()  # the folder exists: argv.json is rewritten, not created
+    assert init_many([old]) == [] and (old.folder / ARGV_FILE).exists()
 
 
 def test_reinit_same_delta_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -219,8 +219,7 @@ def _write_private(path: Path, data: dict[str, Any]) -> None:
     # Queue entries hold the user's environment: readable by the user only.
     # Not fsync'd: an entry lost in a crash leaves a PENDING attempt without its entry, which
     # poll() reports as lost before it started, and the next plan submits again.
-    atomic_write_json(path, data, fsync=False)
-    os.chmod(path, 0o600)
+    atomic_write_json(path, data, fsync=False, private=True)
 
 
 def _unqueue(pool: Path, job_id: str) -> bool:
