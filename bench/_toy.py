@@ -7,8 +7,9 @@ explore function and the same table columns:
 - for Dora, the package ``toy/`` (``dora -P toy grid G``): ``toy/train.py`` (argparse ``--lr``
   0.1, ``--bs`` 32, ``--epochs`` 3, ``--seed`` 0; ``@argparse_main(dir=$TOY_OUT or ./outputs)``)
   and ``toy/grids/{_explorers,small,big,huge,pool}.py``;
-- for gridman, ``gridman.yaml`` (``main: train.py``, ``dir: outputs``; ``GRIDMAN_DIR`` redirects
-  the XPs), ``train.py`` and ``grids/{_explorers,small,big,huge,pool}.py`` beside it.
+- for gridman, ``gridman.yaml`` (``main: train.py``, ``dir: outputs``, ``backend: local``;
+  ``GRIDMAN_DIR`` redirects the XPs), ``train.py`` and ``grids/{_explorers,small,big,huge,pool}.py``
+  beside it.
 
 Grids: 10 lr x 10 bs (``sub = launcher.bind(lr=..., bs=...)``) x n_seed (``sub(seed=s)``):
 ``small`` 100 XPs, ``big`` 1,000, ``huge`` 10,000; ``pool`` is 10 lr x 2 bs x 10 seeds with
@@ -138,7 +139,8 @@ def write_toy(root: Path) -> Path:
     (toy / "grids" / "__init__.py").write_text("")
     (toy / "train.py").write_text(_DORA_TRAIN)
     _grid_files(toy / "grids", "dora")
-    (root / "gridman.yaml").write_text("main: train.py\ndir: outputs\n")
+    # backend: local, or a machine with sbatch on PATH would send the pool benchmark to Slurm.
+    (root / "gridman.yaml").write_text("main: train.py\ndir: outputs\nbackend: local\n")
     (root / "train.py").write_text(_GRIDMAN_TRAIN)
     _grid_files(root / "grids", "gridman")
     return root
