@@ -110,10 +110,10 @@ def read_bytes(path: str) -> bytes:
 _CHUNK = 1 << 16
 
 
-def read_json(path: Path) -> Any:
-    """Load JSON from ``path``; raises OSError or ValueError (json.JSONDecodeError)."""
-    with open(path, encoding="utf8") as handle:
-        return json.load(handle)
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Load JSON from ``path`` (UTF-8); raises OSError or ValueError (json.JSONDecodeError,
+    UnicodeDecodeError). Through :func:`read_bytes`: a grid reads one job.json per XP."""
+    return json.loads(read_bytes(os.fspath(path)).decode("utf8"))
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ state would lose results); read-modify-write happens under the XP's lock file.
 from __future__ import annotations
 
 import enum
-import json
 import os
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from .fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_bytes
+from .fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
 
 JOB_FILE = "job.json"
 LOCK_FILE = ".job.lock"
@@ -146,11 +145,10 @@ def read_job(folder: Path) -> Optional[JobRecord]:
     in ``extra["error"]``, rather than an exception: one bad file never breaks a command about
     other XPs.
     """
-    # A string path and a bare descriptor: a grid reads (or fails to find) one per XP.
-    where = os.fspath(folder)
+    where = os.fspath(folder)  # a string path: a grid reads (or fails to find) one per XP
     try:
-        data = json.loads(read_bytes(os.path.join(where, JOB_FILE)))
-        return JobRecord.from_json(data, os.path.basename(where))
+        return JobRecord.from_json(read_json(os.path.join(where, JOB_FILE)),
+                                   os.path.basename(where))  # fmt: skip
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError, KeyError) as exc:
