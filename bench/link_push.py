@@ -2,7 +2,7 @@
 
     python bench/link_push.py [--pushes N] [--baseline-pushes M] [--dir PARENT] [--json]
 
-Pushes N (default 10,000) nested metric dicts through ``gridman.link.Link`` into a temporary
+Pushes N (default 10,000) nested metric dicts through ``gridman.core.link.Link`` into a temporary
 folder (journal append per push, snapshot compaction when the journal is as long as the
 snapshot, fsync'd snapshots), closes it, checks that ``load_history`` reads every entry back,
 and reports the total time, µs per push, per-push percentiles and the final file sizes.
@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import ForeignLoad, load_line, machine_info, machine_line, markdown_table, ratio_text
 
-from gridman.link import HISTORY, JOURNAL, Link, load_history
+from gridman.core.link import HISTORY, JOURNAL, Link, load_history
 
 Push = Callable[[Mapping[str, Any]], None]
 

@@ -19,8 +19,9 @@ metrics push). Side by side in the same run, interleaved, each run on a new ``GR
 
 Checked after every run: 200 ``job.json`` COMPLETED (gridman), 200 histories (both). Reported:
 median walls and gridman/baseline (target <= 1.3x). Then the per-XP overhead: bare
-``python train.py`` vs ``python -m gridman.worker train.py ROOT -- ARGV`` vs ``gridman run --
-ARGV`` (``--one-xp`` runs each), and, from the ``job.json``/status files of the last pool run,
+``python train.py`` vs ``python -m gridman.backends.worker train.py ROOT -- ARGV`` vs
+``gridman run -- ARGV`` (``--one-xp`` runs each), and, from the ``job.json``/status files of
+the last pool run,
 where the time went: submission, daemon start, runner before/after the XP, worker body, idle
 slots, and the monitor's last refresh. XP folders go under ``--xp-root`` (default: the
 temporary folder) and are deleted only at the end (see ``_toy.SETTLE_S``).
@@ -206,10 +207,10 @@ def one_xp(root: Path, work: Path, argv: list[str], runs: int) -> dict[str, Stat
     commands = {
         "python -c pass": [PYTHON, "-c", "pass"],
         "python train.py ARGV (bare)": [PYTHON, "train.py", *argv],
-        "python -m gridman.worker train.py ROOT -- ARGV": [
+        "python -m gridman.backends.worker train.py ROOT -- ARGV": [
             PYTHON,
             "-m",
-            "gridman.worker",
+            "gridman.backends.worker",
             "train.py",
             str(root),
             "--",

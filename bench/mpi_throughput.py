@@ -1,8 +1,8 @@
 """Throughput of the MPI backend: N trivial XPs over ``mpiexec -n 3`` (issue 5).
 
 Compared in the same run with (a) the same XPs on the local pool with 2 workers and (b) a bare
-baseline that starts the same N child processes (``python -m gridman.worker ...``, exactly the
-command the backends run) from 2 threads, with no scheduling, no job state and no locks.
+baseline that starts the same N child processes (``python -m gridman.backends.worker ...``,
+exactly the command the backends run) from 2 threads, with no scheduling, no job state and no locks.
 Target: the MPI backend within 1.3x of (b).
 
     .venv/bin/python bench/mpi_throughput.py [--xps 1000] [--runs 1]
@@ -72,7 +72,15 @@ def run_bare(root: Path, xps: int) -> float:
     variables = {**env(), "GRIDMAN_DIR": str(out), "PYTHONUNBUFFERED": "1"}
 
     def one(x: int) -> None:
-        command = [sys.executable, "-m", "gridman.worker", "train.py", str(root), "--", f"--x={x}"]
+        command = [
+            sys.executable,
+            "-m",
+            "gridman.backends.worker",
+            "train.py",
+            str(root),
+            "--",
+            f"--x={x}",
+        ]
         with open(os.devnull, "wb") as sink:
             subprocess.run(command, cwd=root, env=variables, stdout=sink, stderr=sink, check=False)
 

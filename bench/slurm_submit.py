@@ -4,7 +4,7 @@
                                  [--rev HEAD] [--settle 35] [--timeout 3600]
 
 Needs the cluster of scripts/local-slurm.sh (``bash scripts/local-slurm.sh up``). In a temporary
-project (gridman.testing_grids.make_grid_project, no ``backend:`` in gridman.yaml) whose grid
+project (gridman.testing.grids.make_grid_project, no ``backend:`` in gridman.yaml) whose grid
 ``slurmbench`` is ``--xps`` XPs varying one parameter (``seed=0 .. N-1``, ``--epochs 1``: each
 XP runs for milliseconds), every Slurm command is counted for real: a temporary folder of shims
 named sbatch, squeue, sacct, scancel, scontrol and srun, first on PATH, appends one line per call
@@ -131,7 +131,7 @@ def export_source(rev: str, into: Path) -> tuple[Path, str]:
 
 
 def write_project(root: Path, n_xps: int) -> Path:
-    from gridman.testing_grids import make_grid_project  # from --rev's code (sys.path)
+    from gridman.testing.grids import make_grid_project  # from --rev's code (sys.path)
 
     body = f"for seed in range({n_xps}):\n    launcher(seed=seed, epochs=1)"
     # backend: None drops make_project's `backend: local`: the second command auto-detects.

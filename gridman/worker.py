@@ -1,79 +1,16 @@
-"""Child process that runs one XP: ``python -m gridman.worker MAIN ROOT -- ARGV...``.
+"""Alias of :mod:`gridman.backends.worker` for command lines written by gridman 0.1.0.
 
-Loads the user's main, runs it on ARGV inside its XP, and turns every way the user's code can
-end into an exit status (0 done, 1 an exception, its own code for SystemExit, 130 Ctrl-C), with
-a traceback that shows the user's frames, not gridman's.
+Queue entries and Slurm scripts on users' disks run ``python -m gridman.worker``; this keeps them
+working after the module moved.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import time
-from pathlib import Path
-from typing import Optional
 
+from .backends.worker import main
 
-def main(args: Optional[list[str]] = None) -> int:
-    args = list(sys.argv[1:] if args is None else args)
-    if len(args) < 3 or args[2] != "--":
-        print("usage: python -m gridman.worker MAIN ROOT -- ARGV...", file=sys.stderr)
-        return 2
-    spec, root, xp_argv = args[0], Path(args[1]), args[3:]
-    if os.environ.pop("GRIDMAN_IGNORE_USR2", None):
-        # Slurm's timeout/preemption warning reaches every process of the job; the job's
-        # runner handles it (checkpoint and requeue), the XP is stopped by it, not killed.
-        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-    status = os.environ.get("GRIDMAN_STATUS_FILE")
-    code = _run(spec, root, xp_argv)
-    if status:
-        _write_status(status, {"pid": os.getpid(), "ended": time.time(), "exit_code": code})
-    return code
-
-
-def exit_status(exc: SystemExit) -> int:
-    """The exit status Python gives ``sys.exit(code)``; a message is printed to stderr."""
-    code = exc.code
-    if code is None or isinstance(code, int):
-        return code or 0
-    print(code, file=sys.stderr)
-    return 1
-
-
-def _write_status(path: str, data: dict[str, object]) -> None:
-    """What the XP itself says about its attempt; read when its runner died (see runner.py)."""
-    from .fsutil import atomic_write_json
-
-    try:
-        # Not fsync'd: it only matters when the runner dies and the machine does not.
-        atomic_write_json(Path(path), {"version": 1, **data}, fsync=False)
-    except OSError as exc:
-        print(f"gridman: cannot write {path}: {exc}", file=sys.stderr)
-
-
-def _run(spec: str, root: Path, xp_argv: list[str]) -> int:
-    from .errors import GridmanError
-    from .project import Project, load_main, user_traceback
-
-    try:
-        # GRIDMAN_DIR is set by the runner: no need to read gridman.yaml again here.
-        decorated = load_main(Project(root=root), spec)
-        sys.argv = [str(decorated.source), *xp_argv]
-        decorated.run_argv(xp_argv)
-    except SystemExit as exc:
-        return exit_status(exc)
-    except KeyboardInterrupt:
-        print("gridman: XP interrupted", file=sys.stderr)
-        return 130
-    except GridmanError as exc:
-        print(f"gridman: error: {exc}", file=sys.stderr)
-        return exc.exit_code or 1
-    except BaseException as exc:
-        print(user_traceback(exc), file=sys.stderr)
-        return 1
-    return 0
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

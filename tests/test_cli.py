@@ -1,6 +1,6 @@
 """The command line, in-process (typer's CliRunner), on small projects in tmp_path.
 
-Each ``run`` still starts a real worker process (``python -m gridman.worker``).
+Each ``run`` still starts a real worker process (``python -m gridman.backends.worker``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import typer.main
 
 import gridman
 from gridman.cli import app
-from gridman.fsutil import file_lock
-from gridman.jobs import RUN_LOCK
-from gridman.link import Link, load_history
-from gridman.signature import compute_sig
+from gridman.core.fsutil import file_lock
+from gridman.core.jobs import RUN_LOCK
+from gridman.core.link import Link, load_history
+from gridman.core.signature import compute_sig
 from gridman.testing import (
     FAIL_LINE,
     TRAIN_SOURCE,

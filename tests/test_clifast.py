@@ -1,4 +1,4 @@
-"""gridman.clifast: plain option values converted without pydantic, exactly as typer would."""
+"""gridman.cli.fast: plain option values converted without pydantic, exactly as typer would."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import typer.main
 from typer.core import TyperGroup
 
-from gridman import clifast
 from gridman.cli import app
+from gridman.cli import fast as clifast
 from gridman.testing import make_project, run_cli
-from gridman.testing_grids import make_grid_project
+from gridman.testing.grids import make_grid_project
 
 TOKENS = ["0", "7", "-3", "+4", "007", "2.5", "-0.5", "1e3", " 5", "abc", "", ".5", "5.", "1_000"]
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import gridman
-from gridman.config import (
+from gridman.core.config import (
     AttrDict,
     apply_overrides,
     flatten,
@@ -19,9 +19,9 @@ from gridman.config import (
     load_yaml,
     parse_value,
 )
+from gridman.core.main import YamlMain
+from gridman.core.signature import compute_sig
 from gridman.errors import ConfigError, HelpRequested, UsageError
-from gridman.main import YamlMain
-from gridman.signature import compute_sig
 from gridman.testing import YAML_CONFIG
 
 BASE_SIG = "97d170e1"

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from gridman.jobs import pid_alive
-from gridman.link import load_history
-from gridman.signature import compute_sig
+from gridman.core.jobs import pid_alive
+from gridman.core.link import load_history
+from gridman.core.signature import compute_sig
 from gridman.testing import make_project, read_json_file, xps_dir
 
 GRIDMAN = Path(sys.executable).parent / "gridman"

@@ -439,7 +439,7 @@ def test_importing_gridman_stays_light() -> None:
         "import sys, gridman\n"
         "assert 'gridman.evaluator' not in sys.modules\n"
         "gridman.Evaluator\n"
-        "heavy = [m for m in ('rich', 'mpi4py', 'multiprocessing', 'gridman.xp') "
+        "heavy = [m for m in ('rich', 'mpi4py', 'multiprocessing', 'gridman.core.xp') "
         "if m in sys.modules]\n"
         "print(heavy)\n"
     )
@@ -465,9 +465,9 @@ def test_ctrl_c_in_a_serial_job_leaves_a_consistent_evaluator() -> None:
 
 
 def test_info_shows_a_crashed_search_as_vanished(tmp_path: Path) -> None:
-    from gridman.jobs import JobRecord, State, this_host, write_job
+    from gridman.core.jobs import JobRecord, State, this_host, write_job
     from gridman.testing import make_project, run_cli
-    from gridman.testing_grids import make_xp_folder
+    from gridman.testing.grids import make_xp_folder
 
     root = make_project(tmp_path)
     folder = make_xp_folder(root / "outputs", "00c0ffee", state=None)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gridman.evaluator import Evaluator
-from gridman.testing_slurm import eval_raises, eval_square, needs_slurm, queue_states, wait_until
+from gridman.testing.slurm import eval_raises, eval_square, needs_slurm, queue_states, wait_until
 
 pytestmark = needs_slurm()
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from gridman.core.jobs import State, read_job
+from gridman.core.link import load_history
+from gridman.core.signature import compute_sig
 from gridman.errors import UsageError
 from gridman.evaluator import Evaluator, RunningJob
-from gridman.jobs import State, read_job
-from gridman.link import load_history
-from gridman.signature import compute_sig
 
 GRIDMAN = Path(sys.executable).parent / "gridman"
 

@@ -11,9 +11,17 @@ from pathlib import Path
 import pytest
 
 from gridman.errors import UsageError
-from gridman.export import Table, format_for, latex_escape, to_csv, to_json, to_latex, to_markdown
+from gridman.results.export import (
+    Table,
+    format_for,
+    latex_escape,
+    to_csv,
+    to_json,
+    to_latex,
+    to_markdown,
+)
 from gridman.testing import run_cli
-from gridman.testing_grids import make_grid_project
+from gridman.testing.grids import make_grid_project
 
 NASTY = "a_b & c% $5 #1 {x} ~y ^z \\w <q>"
 TABLE = Table(

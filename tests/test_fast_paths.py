@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from gridman import fastargs
-from gridman.explore import to_argv
-from gridman.names import grid_names
-from gridman.perf import freezing, paused_gc, thaw
+from gridman.core import fastargs
+from gridman.core.explore import to_argv
+from gridman.core.names import grid_names
+from gridman.core.perf import freezing, paused_gc, thaw
 
 
 def test_paused_gc_restores_the_previous_state() -> None:
@@ -86,7 +86,7 @@ def test_names_keep_equal_but_different_values_apart() -> None:
 @pytest.mark.parametrize("size", [0, 1, 3000, 65535, 65536, 65537, 200_000])
 def test_read_bytes_reads_whole_files_of_any_size(tmp_path: Path, size: int) -> None:
     """One read when the file is shorter than a chunk; the whole file at chunk boundaries."""
-    from gridman.fsutil import read_bytes
+    from gridman.core.fsutil import read_bytes
 
     data = bytes(i % 251 for i in range(size))
     path = tmp_path / "f"

@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 import pytest
 
-from gridman import fastargs
-from gridman.main import ArgparseMain
+from gridman.core import fastargs
+from gridman.core.main import ArgparseMain
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""gridman.fsutil's atomic writes: permissions, temporary names, failures leave no debris."""
+"""gridman.core.fsutil's atomic writes: permissions, temporary names, failures leave no debris."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gridman import fsutil
-from gridman.fsutil import atomic_write_bytes, atomic_write_json, read_json
+from gridman.core import fsutil
+from gridman.core.fsutil import atomic_write_bytes, atomic_write_json, read_json
 
 
 def _mode(path: Path) -> int:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from typer.testing import Result
 
-from gridman import cli_grid
-from gridman.link import load_history
+from gridman.cli import grid as cli_grid
+from gridman.core.link import load_history
 from gridman.testing import run_cli, xp_folders, xps_dir
-from gridman.testing_grids import attempts_of, job_state, make_grid_project, parse_json_rows
+from gridman.testing.grids import attempts_of, job_state, make_grid_project, parse_json_rows
 
 GRIDS = {
     "main": "for lr in [0.2, 0.3]:\n    for seed in [0, 1]:\n        launcher(lr=lr, seed=seed)",

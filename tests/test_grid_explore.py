@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
+from gridman.core.explore import GridFileError, Herd, Launcher
+from gridman.core.grids import load_grid
+from gridman.core.main import DecoratedMain
+from gridman.core.project import load_main, load_project
+from gridman.core.resources import FIELD_NAMES, Resources
 from gridman.errors import GridmanError, UsageError
-from gridman.explore import GridFileError, Herd, Launcher
-from gridman.grids import load_grid
-from gridman.main import DecoratedMain
-from gridman.project import load_main, load_project
-from gridman.resources import FIELD_NAMES, Resources
 from gridman.testing import line_of, make_yaml_project, run_cli, xps_dir
-from gridman.testing_grids import GRID_TRAIN_SOURCE, make_grid_project, write_grid
+from gridman.testing.grids import GRID_TRAIN_SOURCE, make_grid_project, write_grid
 
 HERE = str(Path(__file__))
 

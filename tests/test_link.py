@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-import gridman.link
+import gridman.core.link
+from gridman.core.link import HISTORY, JOURNAL, Link, load_history
 from gridman.errors import HistoryError
-from gridman.link import HISTORY, JOURNAL, Link, load_history
 
 
 def entry(n: int) -> dict[str, Any]:
@@ -186,14 +186,14 @@ def test_bad_snapshot_raises_history_error(tmp_path: Path, content: str) -> None
 def test_snapshot_rewrites_are_amortised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pushing is not O(n) per call: all snapshots together stay under ~4x the final size."""
     written: list[int] = []
-    original = gridman.link.atomic_write_json
+    original = gridman.core.link.atomic_write_json
 
     def counting(path: Path, data: Any, fsync: bool = True, indent: int | None = 1) -> None:
         if Path(path).name == HISTORY:
             written.append(len(json.dumps(data, indent=indent)))
         original(path, data, fsync=fsync, indent=indent)
 
-    monkeypatch.setattr(gridman.link, "atomic_write_json", counting)
+    monkeypatch.setattr(gridman.core.link, "atomic_write_json", counting)
     n = 5000
     link = Link(tmp_path)
     for i in range(n):
@@ -211,7 +211,7 @@ READER = textwrap.dedent(
     """
     import json, os, sys
     from pathlib import Path
-    from gridman.link import load_history
+    from gridman.core.link import load_history
 
     folder, done = Path(sys.argv[1]), Path(sys.argv[2])
     (folder.parent / "reader-ready").touch()
@@ -283,7 +283,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from gridman.link import Link
+    from gridman.core.link import Link
 
     link = Link(Path(sys.argv[1]))
     for i in range(10 ** 7):
@@ -331,7 +331,7 @@ def test_compaction_between_the_reader_steps(
     for i in range(127):  # snapshot of 64 entries + 63 in the journal: the next push compacts
         link.push_metrics(entry(i))
     assert len(json.loads((tmp_path / HISTORY).read_text(encoding="utf8"))) == 64
-    original = gridman.link._read_journal
+    original = gridman.core.link._read_journal
     calls: list[int] = []
 
     def racing(path: Path) -> list[tuple[int, Any]]:
@@ -345,7 +345,7 @@ def test_compaction_between_the_reader_steps(
             result = original(path)
         return result
 
-    monkeypatch.setattr(gridman.link, "_read_journal", racing)
+    monkeypatch.setattr(gridman.core.link, "_read_journal", racing)
     history = load_history(tmp_path)
     assert calls == [1]
     assert_prefix(history, at_least=127)

@@ -17,12 +17,12 @@ from typer.testing import Result
 
 from gridman.backends import local
 from gridman.backends.pool import Pool
-from gridman.fsutil import file_lock
-from gridman.jobs import JobRecord, State, this_host, write_job
-from gridman.link import load_history
-from gridman.runner import mark_vanished
+from gridman.backends.runner import mark_vanished
+from gridman.core.fsutil import file_lock
+from gridman.core.jobs import JobRecord, State, this_host, write_job
+from gridman.core.link import load_history
 from gridman.testing import read_json_file, run_cli, xp_folders, xps_dir
-from gridman.testing_grids import (
+from gridman.testing.grids import (
     PROBE_VAR,
     attempt_interval,
     attempts_of,

@@ -21,7 +21,7 @@ import pytest
 from gridman import testing
 from gridman.backends import mpi
 from gridman.errors import UsageError
-from gridman.testing_grids import make_grid_project, wait_for
+from gridman.testing.grids import make_grid_project, wait_for
 
 BIN = Path(sys.executable).parent
 MPIEXEC = BIN / "mpiexec"
@@ -171,7 +171,7 @@ def test_missing_mpi4py_says_what_to_install(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_cancel_of_an_allocations_xps_says_why(tmp_path: Path) -> None:
     from gridman.backends.base import LaunchContext
-    from gridman.jobs import JobRecord, State
+    from gridman.core.jobs import JobRecord, State
 
     ctx = LaunchContext(root=tmp_path, dir=tmp_path, main_spec="train.py", env={})
     record = JobRecord("abcd1234").with_new_attempt("mpi", State.RUNNING)
@@ -206,8 +206,8 @@ def test_xp_environment_drops_the_launchers_variables() -> None:
 
 
 def test_mpiexec_chooses_the_mpi_backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from gridman.gridapi import choose_backend
-    from gridman.project import Project
+    from gridman.api.grid import choose_backend
+    from gridman.core.project import Project
 
     monkeypatch.setenv("PMI_RANK", "0")
     monkeypatch.setenv("PMI_SIZE", "4")

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from gridman.core.names import grid_items, grid_names, part, select
+from gridman.core.signature import Delta
 from gridman.errors import UsageError
-from gridman.names import grid_items, grid_names, part, select
-from gridman.signature import Delta
 
 SIGS = ["aaaa0001", "bbbb0002", "cccc0003", "dddd0004"]
 DELTAS: list[Delta] = [

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gridman.plot import nice_ticks
+from gridman.results.plot import nice_ticks
+from gridman.results.table import SPARKS, fmt_value, metric_history, sparkline
 from gridman.testing import run_cli
-from gridman.testing_grids import make_grid_project, png_size
-from gridman.tracker import SPARKS, fmt_value, metric_history, sparkline
+from gridman.testing.grids import make_grid_project, png_size
 
 GRIDS = {
     "main": "for lr in [0.2, 0.3]:\n    for seed in [0, 1]:\n"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import gridman
+from gridman.core.main import ArgparseMain, DecoratedMain
+from gridman.core.project import Project, find_root, load_main, load_project, main_spec
 from gridman.errors import ConfigError, MainNotFoundError, UserCodeError
-from gridman.main import ArgparseMain, DecoratedMain
-from gridman.project import Project, find_root, load_main, load_project, main_spec
 from gridman.testing import TRAIN_SOURCE, chdir, make_project, run_cli, write_project_file
 
 GRIDMAN_PKG = str(Path(gridman.__file__).parent)

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 import gridman
-from gridman import results as results_mod
-from gridman.aggregate import aggregate, stat_of
 from gridman.errors import UnknownXPError, UsageError
-from gridman.export import aggregation_table, to_csv
-from gridman.results import Selection, load, pick
+from gridman.results import records as results_mod
+from gridman.results.aggregate import aggregate, stat_of
+from gridman.results.export import aggregation_table, to_csv
+from gridman.results.records import Selection, load, pick
 from gridman.testing import make_project, run_cli
-from gridman.testing_grids import make_grid_project, make_xp_folder
+from gridman.testing.grids import make_grid_project, make_xp_folder
 
 HISTORY = [
     {"train": {"loss": 0.9}, "valid": {"acc": 0.50}},

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from gridman import rowcache
-from gridman.explore import Explorer, Sheep
-from gridman.link import Link
-from gridman.rowcache import (
+from gridman.core.explore import Explorer, Sheep
+from gridman.core.link import Link
+from gridman.results import rowcache
+from gridman.results.rowcache import (
     CACHE_VERSION,
     RACY_NS,
     RowCache,
@@ -22,8 +22,8 @@ from gridman.rowcache import (
     code_fingerprint,
     is_plain,
 )
-from gridman.testing_grids import fake_sheep
-from gridman.tracker import Row, build_rows
+from gridman.results.table import Row, build_rows
+from gridman.testing.grids import fake_sheep
 
 FINGERPRINT = "test"
 
@@ -252,7 +252,7 @@ def test_cache_path() -> None:
 def test_grid_table_through_the_cache(tmp_path: Path) -> None:
     """``gridman grid`` writes the cache, reuses it, and still shows a history changed since."""
     from gridman.testing import run_cli
-    from gridman.testing_grids import make_grid_project, parse_json_rows
+    from gridman.testing.grids import make_grid_project, parse_json_rows
 
     def table(*args: str) -> list[dict[str, Any]]:
         done = run_cli(["grid", "main", *args, "--json"], root)

@@ -6,9 +6,9 @@ from typing import Optional
 
 import pytest
 
-from gridman.jobs import State
-from gridman.shep import Action, Plan, Rules, Step, make_plan, plan_one, plan_removed
-from gridman.testing_grids import job_record
+from gridman.core.jobs import State
+from gridman.core.shep import Action, Plan, Rules, Step, make_plan, plan_one, plan_removed
+from gridman.testing.grids import job_record
 
 SUBMIT, KEEP, CANCEL, RESUBMIT = Action.SUBMIT, Action.KEEP, Action.CANCEL, Action.RESUBMIT
 

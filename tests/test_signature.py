@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 import gridman
-from gridman.main import ArgparseMain
-from gridman.signature import (
+from gridman.core.main import ArgparseMain
+from gridman.core.signature import (
     canonical_json,
     canonical_of_delta,
     compute_delta,

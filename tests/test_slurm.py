@@ -17,9 +17,9 @@ from typing import Any, Optional
 
 import pytest
 
-from gridman.link import load_history
+from gridman.core.link import load_history
 from gridman.testing import run_cli
-from gridman.testing_grids import (
+from gridman.testing.grids import (
     PROBE_VAR,
     attempts_of,
     job_state,
@@ -29,7 +29,7 @@ from gridman.testing_grids import (
     wait_states,
     write_grid,
 )
-from gridman.testing_slurm import (
+from gridman.testing.slurm import (
     cancel_all,
     needs_slurm,
     queue_states,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gridman.testing import run_cli
-from gridman.testing_grids import (
+from gridman.testing.grids import (
     attempts_of,
     job_state,
     make_grid_project,
@@ -20,7 +20,7 @@ from gridman.testing_grids import (
     wait_states,
     write_grid,
 )
-from gridman.testing_slurm import (
+from gridman.testing.slurm import (
     accounting_works,
     cancel_all,
     local_slurm,

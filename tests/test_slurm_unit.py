@@ -13,6 +13,7 @@ from typing import Any, Optional
 import pytest
 
 from gridman.backends import LaunchContext, Submission, slurm_query
+from gridman.backends.runner import status_file
 from gridman.backends.slurm import (
     Intent,
     SlurmBackend,
@@ -21,12 +22,11 @@ from gridman.backends.slurm import (
 )
 from gridman.backends.slurm_job import XPTask, _ended, parse_duration
 from gridman.backends.slurm_query import map_state, parse_exit_code
-from gridman.fsutil import atomic_write_json
-from gridman.jobs import JobRecord, State, read_job, write_job
-from gridman.resources import Resources
-from gridman.runner import status_file
+from gridman.core.fsutil import atomic_write_json
+from gridman.core.jobs import JobRecord, State, read_job, write_job
+from gridman.core.resources import Resources
 from gridman.testing import make_project, run_cli
-from gridman.testing_slurm import FakeSlurm
+from gridman.testing.slurm import FakeSlurm
 
 NOW = 2_000_000_000.0
 
@@ -293,8 +293,8 @@ def test_ended_keeps_a_record_that_moved_on() -> None:
 def test_backend_is_slurm_when_sbatch_is_on_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gridman.gridapi import choose_backend
-    from gridman.project import Project
+    from gridman.api.grid import choose_backend
+    from gridman.core.project import Project
 
     bin = tmp_path / "bin"
     bin.mkdir()

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from gridman.core.jobs import State
+from gridman.core.stages import StageStep, decide, expand, parse_template, stage_metrics
 from gridman.errors import UsageError
-from gridman.jobs import State
-from gridman.stages import StageStep, decide, expand, parse_template, stage_metrics
 from gridman.testing import run_cli, xps_dir
-from gridman.testing_grids import (
+from gridman.testing.grids import (
     attempts_of,
     fake_sheep,
     job_record,
@@ -195,7 +195,7 @@ def test_stage_on_the_local_pool(root: Path) -> None:
 
 def test_stage_metrics_in_python_results(root: Path) -> None:
     run_cli(["grid", "main", *INLINE, "--stage", "test", *EVAL], root)
-    from gridman.results import load
+    from gridman.results.records import load
 
     results = load("main", root=root, best="train.loss:min")
     assert [r.metrics.get("test.epochs") for r in results] == [2, 2, None]

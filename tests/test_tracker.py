@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 import treetable as tt
 
-from gridman.explore import Explorer, Sheep
-from gridman.testing_grids import fake_sheep
-from gridman.tracker import (
+from gridman.core.explore import Explorer, Sheep
+from gridman.results.table import (
     Column,
     Row,
     all_finished,
@@ -24,6 +23,7 @@ from gridman.tracker import (
     render,
     summary,
 )
+from gridman.testing.grids import fake_sheep
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 BEST = "\x1b[1;32m"
@@ -73,10 +73,10 @@ def test_rows_hold_states_names_and_last_metrics(sheeps: list[Sheep]) -> None:
 
 def test_folders_just_created_are_not_read(sheeps: list[Sheep], monkeypatch: Any) -> None:
     """``empty`` (folders this command created) rows come from an empty history, unread."""
-    import gridman.tracker
+    import gridman.results.table
 
-    monkeypatch.setattr(gridman.tracker, "file_key", None)  # any look at the files would fail
-    monkeypatch.setattr(gridman.tracker, "load_history", None)
+    monkeypatch.setattr(gridman.results.table, "file_key", None)  # any look at the files would fail
+    monkeypatch.setattr(gridman.results.table, "load_history", None)
     rows = make_rows(sheeps, empty={s.sig for s in sheeps})
     assert [r.metrics for r in rows] == [{"epoch": 0}] * 4
     assert [r.error for r in rows] == [None] * 4

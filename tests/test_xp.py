@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 import gridman
-import gridman.runner
-import gridman.xp
-from gridman.errors import SignatureCollisionError, UnknownXPError, UsageError
-from gridman.jobs import (
+import gridman.backends.runner
+import gridman.core.xp
+from gridman.backends.runner import mark_vanished, run_attempt
+from gridman.core.jobs import (
     JOB_FILE,
     JobRecord,
     State,
@@ -24,9 +24,8 @@ from gridman.jobs import (
     update_job,
     write_job,
 )
-from gridman.runner import mark_vanished, run_attempt
-from gridman.signature import compute_sig
-from gridman.xp import (
+from gridman.core.signature import compute_sig
+from gridman.core.xp import (
     ARGV_FILE,
     XP,
     check_sig,
@@ -39,6 +38,7 @@ from gridman.xp import (
     require_xp_folder,
     xp_folder,
 )
+from gridman.errors import SignatureCollisionError, UnknownXPError, UsageError
 
 
 def make_xp(root: Path, delta: list[tuple[str, Any]], argv: list[str] | None = None) -> XP:
@@ -74,7 +74,7 @@ def test_init_xp_creates_folder_and_argv(tmp_path: Path) -> None:
 def test_argv_file_line_is_json_dumps_of_its_fields(tmp_path: Path, delta: Any) -> None:
     """The hand-built line holds what json.dumps of the fields holds (the delta canonical)."""
     xp = make_xp(tmp_path, delta, ["--x", "ü"])
-    line = gridman.xp._argv_bytes(xp)
+    line = gridman.core.xp._argv_bytes(xp)
     assert line.endswith(b"}\n") and line.count(b"\n") == 1
     fields = {"version": 1, "sig": xp.sig, "argv": ["--x", "ü"],
               "delta": [[k, v] for k, v in delta], "gridman": gridman.__version__}  # fmt: skip
@@ -96,7 +96,9 @@ def test_init_many_names_the_folders_it_created(tmp_path: Path) -> None:
 def test_reinit_same_delta_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     init_xp(make_xp(tmp_path, [("lr", 0.5)], ["--lr", "0.5"]))
     writes: list[Path] = []
-    monkeypatch.setattr(gridman.xp, "atomic_write_bytes", lambda path, *a, **k: writes.append(path))
+    monkeypatch.setattr(
+        gridman.core.xp, "atomic_write_bytes", lambda path, *a, **k: writes.append(path)
+    )
     # the same delta from a different spelling of the argv: kept as first written
     init_xp(make_xp(tmp_path, [("lr", 0.5)], ["--lr=0.50"]))
     assert writes == []
@@ -309,7 +311,7 @@ def test_attempt_is_not_submitted_after_it_started(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = iter(range(1, 100))
-    monkeypatch.setattr(gridman.runner, "now", lambda: float(next(clock)))
+    monkeypatch.setattr(gridman.backends.runner, "now", lambda: float(next(clock)))
     run_attempt(tmp_path, [sys.executable, "-c", "pass"], cwd=tmp_path, env=os.environ, backend="x")
     latest = read_job(tmp_path).latest  # type: ignore[union-attr]
     assert latest is not None and latest.submitted is not None and latest.started is not None

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..jobs import JobRecord
-from ..resources import Resources
+from ..core.jobs import JobRecord
+from ..core.resources import Resources
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..jobs import JobRecord, State, now, this_host, update_job
-from ..project import load_main, load_project
+from ..core.jobs import JobRecord, State, now, this_host, update_job
+from ..core.project import load_main, load_project
 from .base import Backend, Submission
 
 
@@ -52,8 +52,8 @@ def _ended(state: State, code: int) -> Callable[[JobRecord], JobRecord]:
 
 
 def _run(main: object, argv: list[str], log: Path) -> int:
-    from ..main import DecoratedMain
-    from ..worker import exit_status
+    from ..core.main import DecoratedMain
+    from .worker import exit_status
 
     assert isinstance(main, DecoratedMain)
     with open(log, "a", encoding="utf8") as out:

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import ConfigError, UsageError
-from ..fsutil import atomic_write_json, file_lock
-from ..jobs import (
+from ..core.fsutil import atomic_write_json, file_lock
+from ..core.jobs import (
     JobRecord,
     State,
     end_latest,
@@ -34,7 +33,9 @@ from ..jobs import (
     this_host,
     update_job,
 )
-from ..runner import (
+from ..errors import ConfigError, UsageError
+from .base import Backend, LaunchContext, Submission
+from .runner import (
     clear_cancel,
     is_running_here,
     mark_vanished,
@@ -42,7 +43,6 @@ from ..runner import (
     worker_command,
     worker_env,
 )
-from .base import Backend, LaunchContext, Submission
 
 POOL = ".pool"
 _CANCEL_WAIT = 10.0

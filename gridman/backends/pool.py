@@ -18,9 +18,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
+from ..core.fsutil import file_lock, read_json
 from ..errors import XPBusyError
-from ..fsutil import file_lock, read_json
-from ..runner import run_attempt
+from .runner import run_attempt
 
 IDLE_EXIT = 2.0
 TICK = 0.1

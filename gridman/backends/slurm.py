@@ -27,9 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import UsageError
-from ..fsutil import atomic_write_json, read_json
-from ..jobs import (
+from ..core.fsutil import atomic_write_json, read_json
+from ..core.jobs import (
     JobRecord,
     State,
     end_latest,
@@ -39,9 +38,10 @@ from ..jobs import (
     this_host,
     update_job,
 )
-from ..resources import Resources
-from ..runner import clear_cancel, request_cancel, worker_status
+from ..core.resources import Resources
+from ..errors import UsageError
 from .base import Backend, LaunchContext, Submission
+from .runner import clear_cancel, request_cancel, worker_status
 from .slurm_job import XPTask
 from .slurm_query import JobInfo, SlurmError, SlurmView, max_array_size, sacct_by_name, scancel
 

@@ -1,7 +1,7 @@
 """What runs inside a Slurm job: one XP through the shared runner, checkpointed by submitit.
 
 submitit unpickles an :class:`XPTask` in the job and calls it; the task runs the XP as a child
-process (``python -m gridman.worker``) with the shared runner, which takes over the PENDING
+process (``python -m gridman.backends.worker``) with the shared runner, which takes over the PENDING
 attempt the backend recorded under this job id, writes RUNNING (node, pid), the XP's own status
 file and the end. When Slurm warns of the time limit or of a preemption (USR2, ``--signal``),
 submitit calls :meth:`XPTask.checkpoint`: the attempt is recorded TIMEOUT or PREEMPTED and, up
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..jobs import JobRecord, State, now, read_job, update_job
-from ..runner import run_attempt, worker_command, worker_env
+from ..core.jobs import JobRecord, State, now, read_job, update_job
+from .runner import run_attempt, worker_command, worker_env
 from .slurm_query import SlurmError, map_state, run_slurm
 
 _CURRENT: dict[str, subprocess.Popen[bytes]] = {}  # the XP's process, for checkpoint()

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..core.fsutil import atomic_write_json, file_lock, read_json
+from ..core.jobs import State
 from ..errors import GridmanError
-from ..fsutil import atomic_write_json, file_lock, read_json
-from ..jobs import State
 
 STATE_FILE = "state.json"
 _SACCT_CHUNK = 400  # job ids per sacct call: keeps the command line short

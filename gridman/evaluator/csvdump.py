@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable, Union
 
-from ..fsutil import atomic_write_text
+from ..core.fsutil import atomic_write_text
 from .job import Job
 
 SavedKeys = Union[None, Sequence[str], Callable[[Job], Mapping[str, Any]]]

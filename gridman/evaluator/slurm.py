@@ -24,9 +24,9 @@ from typing import Any, Optional
 from ..backends.base import Submission
 from ..backends.slurm import array_chunks, sbatch_parameters
 from ..backends.slurm_query import SlurmError, SlurmView, max_array_size, scancel
+from ..core.jobs import State
+from ..core.resources import Resources
 from ..errors import UsageError
-from ..jobs import State
-from ..resources import Resources
 from .backends import Backend, Report
 from .job import Outcome, Task
 from .outcome import failure

@@ -31,12 +31,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
+from ..core.fsutil import file_lock
+from ..core.jobs import RUN_LOCK, JobRecord, State, now, read_job, this_host, update_job
+from ..core.link import Link, load_history
+from ..core.signature import Delta, compute_sig, jsonable
+from ..core.xp import XP, init_xp
 from ..errors import HistoryError, UsageError
-from ..fsutil import file_lock
-from ..jobs import RUN_LOCK, JobRecord, State, now, read_job, this_host, update_job
-from ..link import Link, load_history
-from ..signature import Delta, compute_sig, jsonable
-from ..xp import XP, init_xp
 from .job import Outcome, Task
 from .outcome import plain
 

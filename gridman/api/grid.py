@@ -1,0 +1,317 @@
+"""``gridman grid``: build the herd, plan, commit, and report — as data, for the CLI to render.
+
+Steps: load the main and the grid file; run the explore function (every XP validated); select
+by patterns; under the project lock, read each XP's job record, refresh live ones through their
+backend (one batch each), make the Shepherd's plan and, unless ``dry_run``, commit it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+from ..backends import Backend, LaunchContext, Submission, get_backend
+from ..backends.mpienv import world
+from ..core.explore import Sheep
+from ..core.fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
+from ..core.grids import Grid, build_herd, grids_dir, list_grids, load_grid
+from ..core.jobs import JobRecord, read_job
+from ..core.main import DecoratedMain
+from ..core.names import grid_items, grid_names, select
+from ..core.perf import paused_gc
+from ..core.project import Project, load_main, main_spec
+from ..core.resources import Resources
+from ..core.shep import Plan, Rules, make_plan
+from ..core.xp import init_many, xp_folder
+from ..errors import ConfigError, UsageError
+
+GRIDS = "grids"
+LOCK = ".gridman.lock"
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """Everything ``gridman grid`` was asked (besides what only the CLI shows)."""
+
+    name: Optional[str]
+    patterns: tuple[str, ...] = ()
+    rules: Rules = field(default_factory=Rules)
+    dry_run: bool = False
+    init: bool = False
+    backend: Optional[str] = None
+    workers: Optional[int] = None
+    gpus: Optional[int] = None
+    grids_dir: Optional[str] = None
+    main: Optional[str] = None
+    resources: tuple[tuple[str, Any], ...] = ()  # CLI defaults (--time, -p ...): below slurm_()
+
+
+@dataclass
+class GridSession:
+    """A loaded grid: its main, herd, selection and backends (reused by the monitor)."""
+
+    project: Project
+    options: GridOptions
+    spec: str
+    main: DecoratedMain
+    grid: Grid
+    sheeps: list[Sheep]  # every XP of the grid, in order
+    selected: list[int]  # indices into sheeps
+    base_name: str
+    names: list[str]
+    backend: Backend
+    backend_reason: str
+    _backends: dict[str, Backend] = field(default_factory=dict)
+    _submissions: Optional[list[Submission]] = None
+
+    @property
+    def dir(self) -> Path:
+        return self.main.dir
+
+    def chosen(self) -> list[Sheep]:
+        return [self.sheeps[i] for i in self.selected]
+
+    def submissions(self) -> list[Submission]:
+        """The selected XPs as backend submissions (built once)."""
+        if self._submissions is None:
+            self._submissions = [_submission(s) for s in self.chosen()]
+        return self._submissions
+
+    def describe_backend(self) -> str:
+        return self.backend.describe(self.submissions())
+
+    def backend_for(self, name: str) -> Backend:
+        if name == self.backend.name:
+            return self.backend
+        if name not in self._backends:
+            self._backends[name] = get_backend(name, self.backend.ctx)
+        return self._backends[name]
+
+    def refresh(self, sheeps: Optional[Sequence[Sheep]] = None) -> None:
+        """Re-read job records and refresh live ones through their backends (batched)."""
+        targets = list(sheeps if sheeps is not None else self.chosen())
+        for sheep in targets:
+            sheep.job = read_job(sheep.xp.folder)
+        poll_records(self, [(s.xp.folder, s.job) for s in targets if s.job], targets)
+
+
+def poll_records(
+    session: GridSession,
+    records: Sequence[tuple[Path, Optional[JobRecord]]],
+    sheeps: Sequence[Sheep] = (),
+) -> dict[Path, JobRecord]:
+    by_backend: dict[str, list[tuple[Path, JobRecord]]] = defaultdict(list)
+    for folder, record in records:
+        if record is not None and record.latest and not record.latest.state.finished:
+            by_backend[record.latest.backend].append((folder, record))
+    fresh: dict[Path, JobRecord] = {}
+    for name, jobs in by_backend.items():
+        try:
+            backend = session.backend_for(name)
+        except UsageError:
+            continue  # recorded by a backend this gridman does not have: shown as recorded
+        fresh.update(backend.poll(jobs))
+    if fresh:  # (nothing live: no need to hash every folder)
+        for sheep in sheeps:
+            if sheep.xp.folder in fresh:
+                sheep.job = fresh[sheep.xp.folder]
+    return fresh
+
+
+def choose_backend(project: Project, option: Optional[str]) -> tuple[str, str]:
+    """(backend name, why it was chosen)."""
+    if option:
+        return option, "--backend"
+    rank, size = world()
+    if size > 1:
+        return "mpi", f"running as rank {rank} of an MPI job of {size} ranks"
+    configured = project.settings.get("backend")
+    if configured:
+        return str(configured), f"backend: in {project.file}"
+    if shutil.which("sbatch"):
+        return "slurm", "sbatch is on PATH; --backend local runs XPs on this machine"
+    return "local", "the default"
+
+
+def base_resources(project: Project, options: GridOptions) -> Resources:
+    """Resources every launcher starts from: gridman.yaml's ``slurm:`` defaults, then the CLI
+    flags; ``launcher.slurm_(...)`` in the grid file overrides both (as in Dora, the ``slurm``
+    resources are used by every backend that can: GPUs locally too)."""
+    from ..backends.slurm import BACKEND_KEYS
+
+    section = project.section("slurm") if "slurm" in project.settings else {}
+    defaults = {k: v for k, v in section.items() if k not in BACKEND_KEYS}
+    try:
+        base = Resources().with_changes(defaults)  # an unknown key names the valid ones
+    except UsageError as exc:
+        raise ConfigError(f"{project.file}: `slurm:` {exc.message}", exc.hint) from None
+    return base.with_changes(dict(options.resources))
+
+
+def open_grid(
+    project: Project, options: GridOptions, progress: Optional[Callable[[str], None]] = None
+) -> GridSession:
+    """Load the main and the grid, build the herd (validating every XP), select, pick backend."""
+    if options.workers is not None and options.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {options.workers}")
+    if options.gpus is not None and options.gpus < 0:
+        raise UsageError(f"--gpus must be >= 0, got {options.gpus}")
+    folder = grids_dir(project, options.grids_dir)
+    if not options.name:
+        from ..core.grids import unknown_grid
+
+        raise unknown_grid(folder, None)
+    grid = load_grid(folder, options.name)
+    spec = main_spec(project, options.main)
+    main = load_main(project, spec)
+    herd = build_herd(grid, main, base_resources(project, options))
+    sheeps = list(herd.sheeps.values())
+    if options.gpus is not None:
+        for sheep in sheeps:
+            sheep.resources = sheep.resources.with_changes({"gpus": options.gpus})
+    items = grid_items([s.xp.delta for s in sheeps], [s.xp.params for s in sheeps])
+    base, names = grid_names(items)
+    chosen = select(options.patterns, items, [s.sig for s in sheeps])
+    name, reason = choose_backend(project, options.backend)
+    settings = dict(project.section(name)) if name in project.settings else {}
+    if options.workers is not None:
+        settings["workers"] = options.workers
+    ctx = LaunchContext(
+        root=project.root, dir=main.dir, main_spec=spec, env=dict(os.environ),
+        settings=settings, python=sys.executable, progress=progress,
+    )  # fmt: skip
+    backend = get_backend(name, ctx)
+    return GridSession(project, options, spec, main, grid, sheeps, chosen, base, names,
+                       backend, reason)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GridResult:
+    """What ``run_grid`` did."""
+
+    plan: Plan
+    committed: bool
+    initialised: int
+    #: signatures of the XP folders ``--init`` created (they hold argv.json only)
+    created: frozenset[str] = frozenset()
+
+
+def run_grid(session: GridSession) -> GridResult:
+    """Plan and (unless dry-run) commit, under the project lock so racing commands never
+    submit the same XP twice."""
+    opts = session.options
+    chosen = session.chosen()
+    session.backend.check(session.submissions())
+    dir = session.dir
+    dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(dir / LOCK):
+        session.refresh(chosen)
+        removed = _removed(session)
+        with paused_gc():  # a step per XP, none in cycles
+            plan = make_plan([(s.sig, s.job) for s in chosen], opts.rules, removed)
+        initialised, created = 0, frozenset[str]()
+        if opts.init:
+            created = frozenset(init_many([s.xp for s in chosen]))
+            initialised = len(chosen)
+        if opts.dry_run:
+            return GridResult(plan, False, initialised, created)
+        _commit(session, plan, chosen)
+        _save_grid(session)
+    return GridResult(plan, True, initialised, created)
+
+
+def _submission(sheep: Sheep) -> Submission:
+    return Submission(sheep.sig, sheep.xp.folder, tuple(sheep.xp.argv), sheep.resources,
+                      sheep.array)  # fmt: skip
+
+
+def _commit(session: GridSession, plan: Plan, chosen: list[Sheep]) -> None:
+    by_sig = {s.sig: s for s in chosen}
+    jobs = []
+    for sig in plan.to_cancel():
+        folder = xp_folder(session.dir, sig)
+        record = by_sig[sig].job if sig in by_sig else read_job(folder)
+        if record is not None:
+            jobs.append((folder, record))
+    cancel_jobs(session, jobs)
+    if session.options.rules.clear:
+        for sheep in chosen:
+            shutil.rmtree(sheep.xp.folder, ignore_errors=True)
+            sheep.job = None
+    submit = [by_sig[sig] for sig in plan.to_submit() if sig in by_sig]
+    init_many([s.xp for s in submit])
+    session.backend.submit([_submission(s) for s in submit])
+    session.refresh(chosen)  # the table shows what was just cancelled and submitted
+
+
+def cancel_jobs(session: GridSession, jobs: Sequence[tuple[Path, JobRecord]]) -> None:
+    """Cancel these jobs, each through the backend that recorded it (one batch per backend)."""
+    by_backend: dict[str, list[tuple[Path, JobRecord]]] = defaultdict(list)
+    for folder, record in jobs:
+        if record.latest is not None and record.latest.n > 0:  # n == 0: unreadable job.json
+            by_backend[record.latest.backend].append((folder, record))
+    for name, items in by_backend.items():
+        try:
+            backend = session.backend_for(name)
+        except UsageError:
+            continue  # a backend this gridman does not have: nothing it could cancel
+        backend.cancel(items)
+
+
+def _grid_file(dir: Path, name: str) -> Path:
+    return dir / GRIDS / name / "sigs.json"
+
+
+def _read_sigs(path: Path) -> list[str]:
+    try:
+        data = read_json(path)
+        return [str(s) for s in data.get("sigs", [])]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _save_grid(session: GridSession) -> None:
+    path = _grid_file(session.dir, session.grid.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"version": FORMAT_VERSION, "sigs": [s.sig for s in session.sheeps]}
+    atomic_write_json(path, data, fsync=True, indent=None)
+
+
+def _removed(session: GridSession) -> list[tuple[str, Optional[JobRecord], list[str]]]:
+    """XPs the grid asked for last time and no longer does, with the other grids holding them."""
+    dir, name = session.dir, session.grid.name
+    current = {s.sig for s in session.sheeps}
+    old = [s for s in _read_sigs(_grid_file(dir, name)) if s not in current]
+    if not old:
+        return []
+    holders: dict[str, list[str]] = defaultdict(list)
+    root = dir / GRIDS
+    alive = set(list_grids(grids_dir(session.project, session.options.grids_dir)))
+    for other in sorted(os.listdir(root)) if root.exists() else []:
+        if other != name and other in alive:  # a deleted grid holds nothing
+            for sig in _read_sigs(_grid_file(dir, other)):
+                holders[sig].append(other)
+    out = []
+    records = []
+    for sig in old:
+        folder = xp_folder(dir, sig)
+        record = read_job(folder)
+        records.append((folder, record))
+    fresh = poll_records(session, records)
+    for (folder, record), sig in zip(records, old):
+        out.append((sig, fresh.get(folder, record), holders.get(sig, [])))
+    return out
+
+
+def available_grids(project: Project, grids_dir_option: Optional[str]) -> list[str]:
+    return list_grids(grids_dir(project, grids_dir_option))
+
+
+def with_rules(options: GridOptions, **changes: Any) -> GridOptions:
+    return replace(options, rules=replace(options.rules, **changes))

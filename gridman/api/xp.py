@@ -1,0 +1,214 @@
+"""The API behind the CLI: functions that do one command's work and return data.
+
+Nothing here prints, prompts or exits; the CLI (cli.py) renders what these return.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Optional
+
+from ..backends.runner import (
+    RunResult,
+    clear_cancel,
+    is_running_here,
+    run_attempt,
+    worker_command,
+    worker_env,
+)
+from ..core.jobs import JobRecord, read_job
+from ..core.link import load_history
+from ..core.main import DecoratedMain
+from ..core.project import Project, load_main, main_spec
+from ..core.xp import XP, check_sig, init_xp, read_argv_file, require_xp_folder
+from ..errors import UsageError, XPBusyError
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An XP ready to run: the main that defines it and the spec to load that main again."""
+
+    spec: str
+    main: DecoratedMain
+    xp: XP
+
+    @property
+    def exists(self) -> bool:
+        return self.xp.folder.exists()
+
+
+def stored_argv(dir: Path, sig: str) -> list[str]:
+    """The argv recorded in ``argv.json`` of XP ``sig`` (unknown sig: closest known ones)."""
+    folder = require_xp_folder(dir, sig)
+    try:
+        return [str(a) for a in read_argv_file(folder)["argv"]]
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"XP {sig} has no readable argv.json ({exc})",
+            "re-create it with `gridman grid NAME --init` or run with explicit ARGV",
+        ) from None
+
+
+def prepare(
+    project: Project, main_override: Optional[str], sig: Optional[str], argv: Sequence[str]
+) -> Prepared:
+    """Resolve the XP that ``--sig`` and/or ARGV name, without writing anything.
+
+    With ``sig``, the stored argv comes first and ARGV overrides it (the later value wins).
+    """
+    if sig is not None:
+        check_sig(sig)
+    spec = main_spec(project, main_override)
+    main = load_main(project, spec)
+    full = list(argv)
+    if sig is not None:
+        full = stored_argv(main.dir, sig) + full
+    return Prepared(spec=spec, main=main, xp=main.get_xp(full))
+
+
+def clear(prepared: Prepared) -> bool:
+    """Delete the XP's folder (history, logs, checkpoints); refuses while it runs."""
+    folder = prepared.xp.folder
+    if not folder.exists():
+        return False
+    if is_running_here(folder):
+        raise XPBusyError(f"XP {prepared.xp.sig} is running; not clearing it", "cancel it first")
+    shutil.rmtree(folder)
+    return True
+
+
+def run(
+    project: Project, prepared: Prepared, echo: Optional[tuple[BinaryIO, BinaryIO]] = None
+) -> RunResult:
+    """Run the XP in the foreground (a child process), recording its state in job.json."""
+    xp = prepared.xp
+    record = read_job(xp.folder)
+    if record is not None and record.state is not None and record.state.value == "PENDING":
+        latest = record.latest
+        raise XPBusyError(
+            f"XP {xp.sig} is queued on the {latest.backend if latest else '?'} backend",
+            "running it here too would run it twice: cancel it first (gridman grid NAME -C)",
+        )
+    init_xp(xp)
+    clear_cancel(xp.folder)
+    command = worker_command(prepared.spec, project.root, xp.argv)
+    env = worker_env(os.environ, xp.dir, xp.sig, {})
+    return run_attempt(
+        xp.folder,
+        command,
+        cwd=project.root,
+        env=env,
+        backend="foreground",
+        echo=echo,
+        job_id=None,
+    )
+
+
+@dataclass(frozen=True)
+class XPInfo:
+    """What ``gridman info`` shows about one XP."""
+
+    sig: str
+    folder: str
+    exists: bool
+    argv: list[str]
+    delta: list[list[Any]]
+    state: Optional[str]
+    attempts: int
+    job: Optional[dict[str, Any]]
+    history_len: int
+    last_metrics: Optional[dict[str, Any]]
+    history_error: Optional[str]
+    log: Optional[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def xp_root(project: Project, main_override: Optional[str]) -> Path:
+    """The XP root, without importing the main when gridman.yaml or GRIDMAN_DIR name it."""
+    known = project.dir
+    if known is not None:
+        return known
+    return load_main(project, main_spec(project, main_override)).dir
+
+
+def info(
+    project: Project,
+    main_override: Optional[str],
+    sig: Optional[str] = None,
+    argv: Optional[Sequence[str]] = None,
+) -> XPInfo:
+    """Inspect one XP, by signature or by ARGV."""
+    if sig is not None and not argv:
+        check_sig(sig)
+        folder = require_xp_folder(xp_root(project, main_override), sig)
+        try:
+            stored = read_argv_file(folder)
+            xp_argv, delta = list(stored["argv"]), list(stored.get("delta") or [])
+        except (OSError, ValueError):
+            xp_argv, delta = [], []
+    else:
+        prepared = prepare(project, main_override, sig, argv or [])
+        folder = prepared.xp.folder
+        sig = prepared.xp.sig
+        xp_argv, delta = prepared.xp.argv, [[k, v] for k, v in prepared.xp.delta]
+    return _describe(sig, folder, xp_argv, delta, project)
+
+
+def refreshed_record(project: Project, folder: Path) -> Optional[JobRecord]:
+    """The XP's job record, refreshed through the backend that recorded it when still live."""
+    from ..backends import LaunchContext, get_backend
+
+    record = read_job(folder)
+    latest = record.latest if record else None
+    if record is None or latest is None or latest.state.finished or latest.n == 0:
+        return record
+    settings = _section(project, latest.backend)
+    ctx = LaunchContext(root=project.root, dir=folder.parent.parent, main_spec="",
+                        env=dict(os.environ), settings=settings)  # fmt: skip
+    try:
+        backend = get_backend(latest.backend, ctx)
+    except UsageError:
+        return record  # recorded by a backend this gridman does not have
+    return backend.poll([(folder, record)]).get(folder, record)
+
+
+def _section(project: Project, name: str) -> dict[str, Any]:
+    value = project.settings.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _describe(
+    sig: str, folder: Path, argv: list[str], delta: list[Any], project: Project
+) -> XPInfo:
+    exists = folder.is_dir()
+    record = refreshed_record(project, folder) if exists else None
+    history: list[Any] = []
+    error = None
+    if exists:
+        try:
+            history = load_history(folder)
+        except Exception as exc:  # one bad history is reported, never fatal
+            error = str(exc)
+    latest = record.latest if record else None
+    log = str(folder / latest.log) if latest and latest.log else None
+    last = history[-1] if history and isinstance(history[-1], dict) else None
+    return XPInfo(
+        sig=sig,
+        folder=str(folder),
+        exists=exists,
+        argv=[str(a) for a in argv],
+        delta=[list(p) for p in delta],
+        state=latest.state.value if latest else None,
+        attempts=len(record.attempts) if record else 0,
+        job=record.to_json() if record else None,
+        history_len=len(history),
+        last_metrics=last,
+        history_error=error,
+        log=log,
+    )

@@ -1,0 +1,346 @@
+"""Command line: thin typer commands over gridman.api.xp; every GridmanError is caught here, once.
+
+Exit codes for every command: 0 success, 1 the command worked but some XPs failed, 2 bad usage
+or bad input, 3 an internal error (a bug: rerun with --verbose and report it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+from ..errors import EXIT_INTERNAL, EXIT_XP_FAILED, ArgvError, GridmanError, HelpRequested
+from . import fast as clifast
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": False}
+
+
+class _Group(TyperGroup):
+    """Catches gridman's error family once, for every command."""
+
+    # Plain values are converted without building pydantic adapters (see gridman.cli.fast).
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        clifast.install(self.get_params(ctx))
+        return super().parse_args(ctx, args)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            clifast.install(command.get_params(ctx))
+        return command
+
+    def invoke(self, ctx: Any) -> Any:
+        from ..core.perf import freezing
+
+        try:
+            with freezing():
+                return super().invoke(ctx)
+        except HelpRequested as exc:
+            typer.echo(exc.message)
+            raise typer.Exit(0) from None
+        except ArgvError as exc:  # the training parser's own message, as it wrote it
+            _report(ctx, exc.message, exc)
+            raise typer.Exit(exc.exit_code) from None
+        except GridmanError as exc:
+            _report(ctx, f"gridman: error: {exc}", exc)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("gridman: interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _is_cli_framework(exc):  # usage errors, --help and exits: typer handles them
+                raise
+            _report(ctx, f"gridman: internal error: {type(exc).__name__}: {exc}", exc, bug=True)
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _is_cli_framework(exc: BaseException) -> bool:
+    # typer's own exceptions (vendored click or click itself), whatever the typer version
+    return type(exc).__module__.split(".")[0] in ("typer", "click")
+
+
+def _report(ctx: Any, text: str, exc: BaseException, bug: bool = False) -> None:
+    verbose = bool((ctx.obj or {}).get("verbose"))
+    if verbose:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    typer.echo(text, err=True)
+    if bug and not verbose:
+        typer.echo("  rerun with --verbose for the traceback, and report it", err=True)
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="gridman",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gridman {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Grid-search experiment manager: XPs keyed by signature, run locally or on clusters.
+
+    \b
+    Examples:
+      gridman run -- --lr 0.01          run one XP in the foreground
+      gridman run --sig 3f9a2c1b        run it again, from its signature
+      gridman info --sig 3f9a2c1b       inspect it: argv, state, metrics, log
+      gridman grid mygrid               schedule grids/mygrid.py's missing XPs, monitor
+      gridman grid mygrid --dry-run     print the plan without scheduling
+    """
+    ctx.obj = {"verbose": verbose}
+
+
+MAIN_HELP = "The main to use: a module (train), a path (train.py), optionally :NAME."
+
+
+def _project() -> Any:
+    from ..core.project import load_project
+
+    return load_project()
+
+
+@app.command(context_settings=_PASS_THROUGH)
+def run(
+    argv: Optional[list[str]] = typer.Argument(None, help="Training arguments (after --)."),
+    sig: Optional[str] = typer.Option(None, "--sig", "-s", help="Run this XP (8 hex chars)."),
+    clear: bool = typer.Option(False, "--clear", help="Delete the XP folder first (asks)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --clear."),
+    main: Optional[str] = typer.Option(None, "--main", help=MAIN_HELP),
+) -> None:
+    """Run one XP in the foreground, recording its state, history and log.
+
+    \b
+    Examples:
+      gridman run -- --lr 0.01 --epochs 3     argparse main
+      gridman run lr=0.01 model.depth=4       YAML main overrides
+      gridman run --sig 3f9a2c1b              an XP from its signature
+      gridman run --sig 3f9a2c1b -- --epochs 9  its argv, with an override
+
+    Exit status: 0 when the XP completed, 1 when it failed, 2 for bad arguments.
+    """
+    from ..api import xp as api
+
+    project = _project()
+    prepared = api.prepare(project, main, sig, argv or [])
+    if clear and prepared.exists:
+        confirm_deletion(f"{prepared.xp.folder} and everything in it", yes)
+        api.clear(prepared)
+    typer.echo(f"gridman: XP {prepared.xp.sig} in {prepared.xp.folder}", err=True)
+    result = api.run(project, prepared, echo=(sys.stdout.buffer, sys.stderr.buffer))
+    typer.echo(
+        f"gridman: XP {result.sig} {result.state.value} (exit {result.exit_code}), "
+        f"log {result.log}",
+        err=True,
+    )
+    if result.state.value == "CANCELLED":
+        raise typer.Exit(130)
+    if result.state.value != "COMPLETED":
+        raise typer.Exit(EXIT_XP_FAILED)
+
+
+def confirm_deletion(what: str, yes: bool) -> None:
+    """Ask before deleting ``what`` (``--yes`` skips; no terminal to ask on is a usage error)."""
+    from ..errors import EXIT_USAGE, UsageError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"--clear would delete {what}", "add --yes to confirm")
+    if not typer.confirm(f"Delete {what}?", default=False):
+        raise typer.Exit(EXIT_USAGE)
+
+
+@app.command(context_settings=_PASS_THROUGH)
+def info(
+    argv: Optional[list[str]] = typer.Argument(None, help="Training arguments (after --)."),
+    sig: Optional[str] = typer.Option(None, "--sig", "-s", help="The XP's signature."),
+    log: bool = typer.Option(False, "--log", "-l", help="Print the latest attempt's log."),
+    tail: bool = typer.Option(False, "--tail", "-t", help="Follow the log until the XP ends."),
+    metrics: bool = typer.Option(False, "--metrics", "-m", help="Print the whole history."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object, nothing else."),
+    diff: Optional[str] = typer.Option(None, "--diff", help="Compare with XP DIFF (a sig)."),
+    main: Optional[str] = typer.Option(None, "--main", help=MAIN_HELP),
+) -> None:
+    """Inspect one XP: signature, folder, argv, delta, state, history and last metrics.
+
+    \b
+    Examples:
+      gridman info --sig 3f9a2c1b
+      gridman info --sig 3f9a2c1b --tail
+      gridman info --json -- --lr 0.01
+      gridman info --sig 3f9a2c1b --diff 7c0e11aa   parameters and final metrics that differ
+    """
+    from ..api import xp as api
+    from ..errors import UsageError
+
+    if diff is not None:
+        from .results import show_diff
+
+        show_diff(_project(), main, sig, argv, diff, as_json)
+        return
+    if sig is None and not argv:
+        raise UsageError("name an XP", "give --sig SIG, or its training arguments after --")
+    found = api.info(_project(), main, sig, argv)
+    if as_json:
+        data = found.to_json()
+        if metrics:
+            data["history"] = _history(found)
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(_render_info(found))
+    if metrics:
+        for index, entry in enumerate(_history(found)):
+            typer.echo(f"  [{index}] {_flat_text(entry)}")
+    if log or tail:
+        _show_log(found, follow=tail)
+
+
+def _history(found: Any) -> list[Any]:
+    from ..core.link import load_history
+
+    if not found.exists or found.history_error:
+        return []
+    return load_history(Path(found.folder))
+
+
+def _flat_text(entry: Any) -> str:
+    from ..core.config import flatten
+
+    if not isinstance(entry, dict):
+        return json.dumps(entry)
+    return "  ".join(f"{k}={_fmt(v)}" for k, v in flatten(entry).items())
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def _attempt_text(attempt: dict[str, Any]) -> str:
+    parts = [f"{attempt.get('state')}", f"on {attempt.get('backend')}"]
+    job = str(attempt.get("job_id") or "")
+    if job and not job.endswith(".json"):  # the local pool's ids are its queue files' names
+        parts.append(f"job {job}")
+    elif attempt.get("pid"):
+        parts.append(f"pid {attempt['pid']}")
+    if attempt.get("array_index") is not None:
+        parts.append(f"(array index {attempt['array_index']})")
+    if attempt.get("host"):
+        parts.append(f"node {attempt['host']}")
+    if attempt.get("exit_code") is not None:
+        parts.append(f"exit {attempt['exit_code']}")
+    if (attempt.get("extra") or {}).get("error"):
+        parts.append(f"- {attempt['extra']['error']}")
+    return " ".join(parts)
+
+
+def _job_rows(job: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where each attempt ran (job id, array index, node), latest last."""
+    attempts = [a for a in job.get("attempts") or [] if isinstance(a, dict)]
+    if not attempts:
+        return []
+    rows = [("job", _attempt_text(attempts[-1]))]
+    if len(attempts) > 1:
+        rows += [("attempts" if i == 0 else "", f"{a.get('n')}: {_attempt_text(a)}")
+                 for i, a in enumerate(attempts)]  # fmt: skip
+    return rows
+
+
+def _render_info(found: Any) -> str:
+    delta = "  ".join(f"{k}={_fmt(v)}" for k, v in found.delta) or "(defaults)"
+    if found.state is None:
+        state = "never run" if found.exists else "not initialised (no folder yet)"
+    else:
+        job = found.job or {}
+        latest = (job.get("attempts") or [{}])[-1]
+        code = latest.get("exit_code")
+        state = f"{found.state} (attempt {found.attempts}" + (
+            f", exit {code})" if code is not None else ")"
+        )
+    rows = [
+        ("sig", found.sig),
+        ("folder", found.folder),
+        ("argv", " ".join(found.argv) or "(none)"),
+        ("delta", delta),
+        ("state", state),
+        ("history", f"{found.history_len} entries"),
+    ]
+    rows += _job_rows(found.job or {})
+    if found.history_error:
+        rows.append(("history!", found.history_error))
+    if found.last_metrics:
+        rows.append(("metrics", _flat_text(found.last_metrics)))
+    if found.log:
+        rows.append(("log", found.log))
+    return "\n".join(f"{k:<9}{v}" for k, v in rows)
+
+
+def _show_log(found: Any, follow: bool) -> None:
+    from ..api.logs import follow_log, read_log
+    from ..errors import UsageError
+
+    if not found.log or not Path(found.log).exists():  # queued: its log comes when it starts
+        if not follow:
+            raise UsageError(f"XP {found.sig} has no log yet", "it has not started yet")
+        typer.echo(f"gridman: XP {found.sig} has not started yet; waiting for its log", err=True)
+    if not follow:
+        sys.stdout.buffer.write(read_log(Path(found.log)))
+        return
+    for chunk in follow_log(Path(found.folder)):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+
+def _register_grid() -> None:
+    from .grid import GridCommand, grid
+
+    app.command(name="grid", cls=GridCommand)(grid)
+
+
+def _register_results() -> None:
+    from .results import export, plot
+
+    app.command(name="export")(export)
+    app.command(name="plot")(plot)
+
+
+_register_grid()
+_register_results()
+
+
+def main() -> None:
+    """Console-script entry point (every rank's, under mpiexec)."""
+    from ..backends.mpienv import world
+
+    if world()[1] > 1:
+        from ..backends.mpi import run_rank
+
+        sys.exit(run_rank(app))
+    app()
+
+
+if __name__ == "__main__":
+    main()

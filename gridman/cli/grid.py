@@ -1,0 +1,447 @@
+"""``gridman grid``: the typer command, the plan printout and the monitor (rendering only).
+
+Everything after ``--`` is the command template of ``--stage`` (kept aside by GridCommand
+before the options are parsed; without ``--stage`` it is read as more patterns).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typer.core import TyperCommand
+
+from ..errors import EXIT_XP_FAILED, UsageError
+
+#: Where GridCommand leaves the arguments that followed ``--`` (in the context's meta).
+AFTER_DASHES = "gridman.after_dashes"
+
+
+class GridCommand(TyperCommand):
+    """The grid command: what follows ``--`` is kept whole (a stage's command), not parsed."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta[AFTER_DASHES] = list(args[cut + 1 :])
+            args = list(args[:cut])
+        return super().parse_args(ctx, args)
+
+
+@dataclass(frozen=True)
+class View:
+    """How the table is drawn: cut histories, a sparkline column, or groups."""
+
+    trim: Optional[int] = None
+    trim_last: bool = False
+    spark: Optional[str] = None
+    aggregate: Optional[str] = None
+
+
+def use_color(stream: Any = None) -> bool:
+    """Colours only on a terminal, never with NO_COLOR."""
+    stream = stream or sys.stdout
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+def grid(
+    ctx: typer.Context,
+    name: Optional[str] = typer.Argument(None, help="Grid file grids/NAME.py."),
+    patterns: Optional[list[str]] = typer.Argument(
+        None, help="Select XPs: lr=0.1, seed, !pat (not), 3 (index)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; schedule nothing."),
+    init: bool = typer.Option(False, "--init", help="Create XP folders (so --sig works)."),
+    cancel: bool = typer.Option(False, "--cancel", "-C", help="Cancel pending/running XPs."),
+    clear: bool = typer.Option(False, "--clear", help="Cancel, delete XP folders, start over."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --clear."),
+    retry: bool = typer.Option(False, "--retry", "-r", help="Resubmit failed/cancelled XPs."),
+    replace: bool = typer.Option(False, "--replace", "-R", help="Resubmit running XPs."),
+    replace_done: bool = typer.Option(
+        False, "--replace-done", "-D", help="Resubmit completed XPs."
+    ),
+    monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="Refresh until done."),
+    interval: float = typer.Option(5.0, "--interval", "-i", help="Refresh period, seconds."),
+    trim: Optional[int] = typer.Option(None, "--trim", "-T", help="Cut histories to XP IDX's."),
+    trim_last: bool = typer.Option(False, "--trim-last", "-L", help="Cut to the shortest."),
+    log: Optional[int] = typer.Option(None, "--log", "-l", help="Print the log of XP IDX."),
+    tail: Optional[int] = typer.Option(None, "--tail", "-t", help="Follow the log of XP IDX."),
+    folder: Optional[int] = typer.Option(None, "--folder", "-f", help="Print XP IDX's folder."),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", help="local, slurm, mpi or inline (default: see gridman.yaml)."
+    ),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local pool size (>= 1)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", "-g", help="Override GPUs per XP."),
+    partition: Optional[str] = typer.Option(None, "--partition", "-p", help="Slurm partition."),
+    time_limit: Optional[int] = typer.Option(None, "--time", help="Time limit, minutes (Slurm)."),
+    mem: Optional[str] = typer.Option(None, "--mem", help="Memory per XP, e.g. 16G (Slurm)."),
+    cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", help="CPUs per XP."),
+    constraint: Optional[str] = typer.Option(None, "--constraint", help="Slurm --constraint."),
+    account: Optional[str] = typer.Option(None, "--account", help="Slurm account."),
+    qos: Optional[str] = typer.Option(None, "--qos", help="Slurm QOS."),
+    comment: Optional[str] = typer.Option(None, "--comment", help="Slurm job comment."),
+    sbatch: Optional[list[str]] = typer.Option(
+        None,
+        "--sbatch",
+        help="Raw sbatch option KEY=VALUE or KEY (repeatable), e.g. mail-type=END.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the grid as one JSON array."),
+    aggregate: Optional[str] = typer.Option(
+        None, "--aggregate", help="Group by every parameter but PARAM: mean ± std, count."
+    ),
+    spark: Optional[str] = typer.Option(None, "--spark", help="Sparkline of METRIC's history."),
+    stage: Optional[str] = typer.Option(
+        None, "--stage", help="Run stage NAME (e.g. test) on completed XPs: command after --."
+    ),
+    stage_force: bool = typer.Option(False, "--stage-force", help="Rerun it where results exist."),
+    grids_dir: Optional[str] = typer.Option(None, "--grids-dir", help="Folder of grid files."),
+    main: Optional[str] = typer.Option(None, "--main", help="The main (module or path)."),
+) -> None:
+    """Schedule a grid's missing XPs and show their metrics as a table.
+
+    \b
+    Examples:
+      gridman grid mygrid                 schedule what is missing, monitor until done
+      gridman grid mygrid --dry-run       print the plan (submit/keep/cancel, with reasons)
+      gridman grid mygrid lr=0.1 -r       retry the failed XPs with lr=0.1
+      gridman grid mygrid -C              cancel its pending and running XPs
+      gridman grid mygrid -t 3            follow the log of XP #3
+      gridman grid mygrid --json          the table as JSON
+      gridman grid mygrid --aggregate seed   mean ± std over seeds
+      gridman grid mygrid --spark train.loss  a sparkline of each XP's loss
+      gridman grid mygrid --stage test -- python eval.py --ckpt {folder}/ckpt.pt {argv}
+
+    Resources (-p, --time, --mem, --cpus-per-task, --constraint, --account, --qos, --comment,
+    --sbatch) are defaults below the grid file's launcher.slurm_(...) and above gridman.yaml's
+    `slurm:` section; -g/--gpus overrides the grid file.
+
+    Exit status: 0 when every shown XP is fine, 1 when some failed, 2 for bad usage.
+    """
+    from ..api import grid as gridapi
+    from ..core.project import load_project
+    from ..core.shep import Rules
+
+    _check_flags(interval, trim, dry_run, clear, (log, tail, folder))
+    after = list(ctx.meta.get(AFTER_DASHES) or [])
+    if stage is None and after:
+        patterns = [*(patterns or []), *after]  # `--` before patterns such as -1
+    _check_view_flags(as_json, aggregate, spark, stage, stage_force, (retry, replace,
+                      replace_done, clear, init))  # fmt: skip
+    view = View(trim, trim_last, spark, aggregate)
+    rules = Rules(retry=retry, replace=replace, replace_done=replace_done, cancel=cancel,
+                  clear=clear)  # fmt: skip
+    options = gridapi.GridOptions(
+        name=name, patterns=tuple(patterns or ()), rules=rules, dry_run=dry_run, init=init,
+        backend=backend, workers=workers, gpus=gpus, grids_dir=grids_dir, main=main,
+        resources=resource_flags(partition=partition, time=time_limit, mem=mem,
+                                 cpus_per_task=cpus_per_task, constraint=constraint,
+                                 account=account, qos=qos, comment=comment, sbatch=sbatch),
+    )  # fmt: skip
+    session = gridapi.open_grid(load_project(), options, progress=_progress_printer())
+    shown = [x for x in (log, tail, folder) if x is not None]
+    if shown:
+        if as_json:
+            raise UsageError("--log, --tail and --folder print text; they cannot be --json")
+        _show_one(session, log, tail, folder)
+        return
+    if trim is not None and trim >= len(session.selected):
+        raise UsageError(f"--trim {trim} is out of range",
+                         f"the selection has {len(session.selected)} XPs")  # fmt: skip
+    if aggregate:
+        _check_aggregate(session, aggregate)
+    if stage is not None:
+        from ..core.stages import StageRequest, parse_template
+        from .stage import run_stage_command
+
+        template = tuple(after) if cancel and not after else parse_template(after)
+        request = StageRequest(stage, template, stage_force)
+        raise typer.Exit(run_stage_command(session, request, dry_run, cancel, monitor, interval,
+                                           as_json, view))  # fmt: skip
+    if clear and not dry_run:
+        from . import confirm_deletion
+
+        confirm_deletion(f"{len(session.selected)} XP folders (after cancelling them)", yes)
+    say = _stderr if as_json else typer.echo
+    _stderr(f"gridman: backend {session.describe_backend()} ({session.backend_reason})")
+    result = gridapi.run_grid(session)
+    _print_plan(result.plan, session, verbose=dry_run, say=say)
+    if result.initialised:
+        say(f"gridman: initialised {result.initialised} XP folders")
+    keep_watching = monitor and not dry_run and not cancel and not as_json
+    code = _watch(session, interval, view, keep_watching, as_json, result.plan, result.created)
+    raise typer.Exit(code)
+
+
+def _check_view_flags(
+    as_json: bool, aggregate: Optional[str], spark: Optional[str], stage: Optional[str],
+    stage_force: bool, training: tuple[bool, ...],
+) -> None:  # fmt: skip
+    if as_json and (aggregate or spark):
+        raise UsageError(
+            "--aggregate and --spark change the text table; --json always gives one row per XP",
+            "for aggregated JSON: gridman export NAME --aggregate PARAM --format json",
+        )
+    if stage_force and stage is None:
+        raise UsageError("--stage-force goes with --stage NAME")
+    if stage is not None and any(training):
+        raise UsageError(
+            "--stage runs a stage on completed XPs; it does not schedule training",
+            "run --retry/--replace/--replace-done/--clear/--init without --stage",
+        )
+
+
+def _check_aggregate(session: Any, param: str) -> None:
+    from ..core.names import grid_items
+
+    items = grid_items([session.sheeps[i].xp.delta for i in session.selected])
+    keys = list(dict.fromkeys(k for pairs in items for k, _ in pairs))
+    if param not in keys:
+        raise UsageError(
+            f"cannot aggregate over {param!r}: no XP of the selection sets it",
+            f"parameters of the grid: {', '.join(keys) or 'none'}",
+        )
+
+
+def resource_flags(sbatch: Optional[list[str]] = None, **flags: Any) -> tuple[tuple[str, Any], ...]:
+    """The resource flags that were given, checked, as (resource key, value) pairs."""
+    for key in ("time", "cpus_per_task"):
+        if flags.get(key) is not None and flags[key] < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {flags[key]}")
+    pairs: list[tuple[str, Any]] = [(k, v) for k, v in flags.items() if v is not None]
+    raw = []
+    for item in sbatch or ():
+        key, _, value = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not key or " " in key:
+            raise UsageError(f"--sbatch takes KEY=VALUE or a bare KEY, got {item!r}",
+                             "e.g. --sbatch mail-type=END --sbatch hold")  # fmt: skip
+        raw.append((key, value))
+    if raw:
+        pairs.append(("sbatch_args", tuple(raw)))
+    return tuple(pairs)
+
+
+def _stderr(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _progress_printer(period: float = 1.0) -> Any:
+    """A callback printing a backend's progress to stderr, at most once per ``period``."""
+    last = [0.0]
+
+    def report(text: str) -> None:
+        # texts start with "done/total"; the last one is always shown
+        done, _, total = text.split(" ", 1)[0].partition("/")
+        now = time.monotonic()
+        if done == total or now - last[0] >= period:
+            last[0] = now
+            _stderr(f"gridman: {text}")
+
+    return report
+
+
+def _check_flags(
+    interval: float, trim: Optional[int], dry_run: bool, clear: bool, shown: tuple[Any, ...]
+) -> None:
+    if interval <= 0:
+        raise UsageError(f"--interval must be > 0 seconds, got {interval}")
+    if trim is not None and trim < 0:
+        raise UsageError(f"--trim must be an XP index >= 0, got {trim}")
+    if dry_run and clear:
+        raise UsageError("--clear deletes XP folders; it cannot be a --dry-run")
+    for index in shown:
+        if index is not None and index < 0:
+            raise UsageError(f"XP index must be >= 0, got {index}")
+    if sum(x is not None for x in shown) > 1:
+        raise UsageError("--log, --tail and --folder are exclusive")
+
+
+def _show_one(session: Any, log: Optional[int], tail: Optional[int], fold: Optional[int]) -> None:
+    index = next(x for x in (log, tail, fold) if x is not None)
+    if index >= len(session.selected):
+        raise UsageError(f"XP index {index} is out of range",
+                         f"the selection has {len(session.selected)} XPs")  # fmt: skip
+    sheep = session.sheeps[session.selected[index]]
+    if fold is not None:
+        typer.echo(str(sheep.xp.folder))
+        return
+    from ..api.logs import follow_log, latest_log, read_log
+
+    path = latest_log(sheep.xp.folder) if sheep.xp.folder.exists() else None
+    if path is not None and not path.exists():
+        path = None  # queued (PENDING): its log comes when it starts
+    if log is not None:
+        if path is None:
+            raise UsageError(f"XP {index} ({sheep.sig}) has no log: it has not started yet")
+        sys.stdout.buffer.write(read_log(path))
+        return
+    if path is None:
+        _stderr(f"gridman: XP {sheep.sig} has not started yet; waiting for its log")
+    sheep.xp.folder.mkdir(parents=True, exist_ok=True)
+    for chunk in follow_log(Path(sheep.xp.folder)):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+
+def _print_plan(plan: Any, session: Any, verbose: bool, say: Any) -> None:
+    """The plan: counts, then each step that does something (every step with --dry-run,
+    grouped by reason past 200 XPs)."""
+    counts = plan.counts()
+    labels = {s.sig: session.names[i] for i, s in enumerate(session.sheeps)}
+    head = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
+    say(f"gridman: plan for grid {session.grid.name}: {head or 'nothing'}")
+    steps = [s for s in plan.steps if verbose or s.action.value != "keep"]
+    limit = 200 if verbose else 20
+    for step in steps[:limit]:
+        label = labels.get(step.sig, "(removed from the grid)")
+        say(f"  {step.action.value:<8} {step.sig}  {label}: {step.reason}")
+    if len(steps) > limit:
+        groups: dict[tuple[str, str], int] = {}
+        for step in steps[limit:]:
+            key = (step.action.value, step.reason)
+            groups[key] = groups.get(key, 0) + 1
+        say(f"  ... and {len(steps) - limit} more:")
+        for (action, reason), n in sorted(groups.items(), key=lambda kv: -kv[1]):
+            say(f"  {action:<8} x{n}: {reason}")
+
+
+def _rows(session: Any, view: View, empty: frozenset[str] = frozenset()) -> list[Any]:
+    """The table's rows; ``empty``: XPs whose folders were just created (nothing to read)."""
+    from ..results.table import build_rows, history_lengths
+
+    cut = None
+    if view.trim is not None:
+        cut = history_lengths(session.sheeps, [session.selected[view.trim]])[0]
+    elif view.trim_last:
+        cut = min(history_lengths(session.sheeps, session.selected), default=0)
+    explorer = session.grid.explorer
+    cache = _row_cache(session) if cut is None and not view.spark else None
+    rows = build_rows(explorer, session.sheeps, session.selected, session.names, cut,
+                      spark=view.spark, cache=cache, empty=empty)  # fmt: skip
+    if cache is not None:
+        cache.save(s.sig for s in session.sheeps)
+    return rows
+
+
+def _row_cache(session: Any) -> Any:
+    """The grid's cache of table rows (rowcache.py), keyed by the code that computes them."""
+    from ..results.rowcache import RowCache, cache_path, code_fingerprint
+
+    explorer = session.grid.explorer
+    roots = [session.project.root, session.grid.path.parent]
+    return RowCache.load(cache_path(session.dir, session.grid.name),
+                         code_fingerprint(explorer, roots))  # fmt: skip
+
+
+def _table(session: Any, rows: list[Any], color: bool, view: View = View()) -> str:
+    from ..results.table import default_columns, node_columns, render
+
+    if view.aggregate:
+        return _groups(session, rows, color, view.aggregate)
+    nodes = session.grid.explorer.get_grid_metrics()
+    columns = node_columns(nodes) if nodes else default_columns(rows)
+    return render(rows, columns, color=color, base_name=session.base_name,
+                  spark=view.spark or "")  # fmt: skip
+
+
+def _groups(session: Any, rows: list[Any], color: bool, param: str) -> str:
+    from ..core.config import flatten
+    from ..core.names import grid_items
+    from ..results.aggregate import aggregate
+    from ..results.table import render_groups
+
+    sheeps = session.sheeps
+    items = grid_items([s.xp.delta for s in sheeps], [s.xp.params for s in sheeps])
+    metrics = [{k: v for k, v in flatten(r.metrics).items() if not isinstance(v, dict)}
+               for r in rows]  # fmt: skip
+    agg = aggregate([items[r.index] for r in rows], metrics, param)
+    return render_groups(agg, [r.state for r in rows], color, session.base_name)
+
+
+def _progress(rows: list[Any]) -> str:
+    from ..results.table import summary
+
+    counts = summary(rows)
+    parts = [f"{counts['done']}/{len(rows)} done", f"{counts['running']} running",
+             f"{counts['pending']} pending", f"{counts['failed']} failed"]  # fmt: skip
+    if counts["cancelled"]:
+        parts.append(f"{counts['cancelled']} cancelled")
+    return ", ".join(parts)
+
+
+def _watch(
+    session: Any, interval: float, view: View, monitor: bool, as_json: bool, plan: Any = None,
+    created: frozenset[str] = frozenset(),
+) -> int:  # fmt: skip
+    from ..results.table import all_finished
+
+    rows = _rows(session, view, created)
+    if monitor and not all_finished(rows):
+        try:
+            rows = _monitor(session, interval, view, rows)
+        except KeyboardInterrupt:
+            _stderr("gridman: stopped monitoring; the XPs keep running (gridman grid "
+                    f"{session.grid.name} re-attaches, -C cancels)")  # fmt: skip
+            rows = _rows(session, view)
+    if as_json:
+        steps = {s.sig: s for s in plan.steps} if plan is not None else {}
+        data = []
+        for row in rows:
+            item = row.to_json()
+            if row.sig in steps:
+                item["plan"] = {"action": steps[row.sig].action.value,
+                                "reason": steps[row.sig].reason}  # fmt: skip
+            data.append(item)
+        typer.echo(json.dumps(data, indent=1))
+    else:
+        typer.echo(_table(session, rows, use_color(), view))
+        typer.echo(_progress(rows))
+    from ..results.table import summary
+
+    return EXIT_XP_FAILED if summary(rows)["failed"] else 0
+
+
+def _monitor(session: Any, interval: float, view: View, rows: list[Any]) -> list[Any]:
+    from ..core.perf import thaw
+    from ..results.table import all_finished
+
+    thaw()  # refreshes for hours: their garbage must stay collectable
+    if not sys.stdout.isatty():
+        last = ""
+        while not all_finished(rows):
+            line = _progress(rows)
+            if line != last:
+                typer.echo(f"gridman: {line}")
+                last = line
+            time.sleep(min(interval, 1.0))
+            session.refresh()
+            rows = _rows(session, view)
+        return rows
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    console = Console()
+
+    def screen(rows: list[Any]) -> Text:
+        table = _table(session, rows, use_color(), view)
+        lines = table.splitlines()
+        room = max(5, console.height - 3)
+        if len(lines) > room:
+            lines = [*lines[:room], f"... {len(lines) - room} more rows (full table at the end)"]
+        head = f"Monitoring grid {session.grid.name}: {_progress(rows)}  (Ctrl-C stops watching)"
+        return Text.from_ansi(head + "\n" + "\n".join(lines))
+
+    with Live(screen(rows), console=console, auto_refresh=False, transient=True) as live:
+        while not all_finished(rows):
+            time.sleep(interval)
+            session.refresh()
+            rows = _rows(session, view)
+            live.update(screen(rows), refresh=True)
+    return rows

@@ -1,0 +1,310 @@
+"""Explore functions: ``Explorer``, ``Launcher`` and the ``Herd`` they fill.
+
+API-compatible with Dora's ``dora.explore``: a grid file written for Dora runs after changing its
+imports. Every launcher call becomes an XP, validated at once (parsed by the main); a bad
+argument aborts the whole grid with the grid file and line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..errors import GridmanError, SignatureCollisionError, UsageError
+from .perf import memoised, paused_gc
+from .resources import Resources
+
+if TYPE_CHECKING:
+    from .jobs import JobRecord
+    from .main import DecoratedMain
+    from .xp import XP
+
+
+#: ``value_to_argv`` results by (key, value type, value), shared by the launchers of a grid.
+ArgvMemo = dict[tuple[str, type, Any], list[str]]
+
+
+class GridFileError(UsageError):
+    """A launcher call in a grid file is invalid; the message names the file and line."""
+
+
+@dataclass
+class Sheep:
+    """An XP of a grid together with its latest job record."""
+
+    xp: XP
+    resources: Resources
+    array: int
+    job: Optional[JobRecord] = None
+    origin: str = ""
+
+    @property
+    def sig(self) -> str:
+        return self.xp.sig
+
+    @property
+    def state(self) -> Optional[str]:
+        return self.job.state.value if self.job and self.job.state else None
+
+
+@dataclass
+class Herd:
+    """The deduplicated XPs a grid asks for, in order, grouped into job arrays."""
+
+    sheeps: dict[str, Sheep] = field(default_factory=dict)
+    job_arrays: list[list[str]] = field(default_factory=list)
+    duplicates: int = 0
+    #: resources of the open ``job_array()`` block, None outside one
+    array_resources: Optional[Resources] = None
+    #: where the XPs go (the main's ``dir``, read once per herd rather than once per XP)
+    xp_dir: Optional[Path] = None
+    #: ``value_to_argv`` results by (key, value type, value): a grid repeats its values
+    argv_memo: ArgvMemo = field(default_factory=dict)
+
+    def add(self, xp: XP, resources: Resources, origin: str) -> None:
+        old = self.sheeps.get(xp.sig)
+        if old is not None:
+            if old.xp.canonical != xp.canonical:
+                raise SignatureCollisionError(
+                    f"{origin}: signature collision: {xp.sig} is both "
+                    f"{old.xp.canonical} ({old.origin}) and {xp.canonical}",
+                    "exclude or rename a parameter so that these XPs differ",
+                )
+            self.duplicates += 1
+            return
+        if self.array_resources is None:
+            self.job_arrays.append([])  # a call outside job_array() is an array of one
+        self.sheeps[xp.sig] = Sheep(xp, resources, len(self.job_arrays) - 1, origin=origin)
+        self.job_arrays[-1].append(xp.sig)
+
+
+class Launcher:
+    """Passed to explore functions; each call schedules an XP (see Dora's ``Launcher``)."""
+
+    def __init__(
+        self,
+        main: DecoratedMain,
+        herd: Herd,
+        resources: Optional[Resources] = None,
+        argv: Sequence[str] = (),
+        grid_file: Optional[Path] = None,
+    ) -> None:
+        self._main = main
+        self._herd = herd
+        self._resources = resources or Resources()
+        self._argv = list(argv)
+        self._grid_file = grid_file
+        self._target = str(grid_file) if grid_file else None  # for _caller, once per XP
+        self._array_resources: Optional[Resources] = None
+
+    def _copy(self) -> Launcher:
+        return Launcher(self._main, self._herd, self._resources, self._argv, self._grid_file)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Launcher:
+        """A new launcher whose XPs get these extra arguments (dicts, strings, lists)."""
+        return self._copy().bind_(*args, **kwargs)
+
+    def bind_(self, *args: Any, **kwargs: Any) -> Launcher:
+        """In-place :meth:`bind`."""
+        with self._located():
+            for arg in args:
+                self._argv += to_argv(self._main, arg)
+            self._argv += to_argv(self._main, kwargs)
+        return self
+
+    def slurm(self, **kwargs: Any) -> Launcher:
+        """A new launcher with other resources (``gpus``, ``time``, ``partition`` ...)."""
+        return self._copy().slurm_(**kwargs)
+
+    def slurm_(self, **kwargs: Any) -> Launcher:
+        """In-place :meth:`slurm`."""
+        with self._located():
+            self._resources = self._resources.with_changes(kwargs)
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        """Schedule one XP with this launcher's arguments plus these."""
+        # Runs once per XP of the grid: errors are re-raised as _located() does, inline.
+        herd = self._herd
+        try:
+            argv = list(self._argv)
+            for arg in args:
+                argv += to_argv(self._main, arg, herd.argv_memo)
+            if kwargs:
+                argv += to_argv(self._main, kwargs, herd.argv_memo)
+            if herd.array_resources is not None and herd.array_resources != self._resources:
+                raise UsageError("cannot change resources inside a job array")
+            if herd.xp_dir is None:
+                herd.xp_dir = self._main.dir
+            xp = self._main.get_xp(argv, herd.xp_dir)
+            xp.folder  # noqa: B018 - made here, with the GC paused, rather than when first used
+            herd.add(xp, self._resources, _caller(self._grid_file, self._target))
+        except GridFileError:
+            raise
+        except GridmanError as exc:
+            raise self._relocated(exc) from None
+
+    @contextlib.contextmanager
+    def job_array(self) -> Iterator[None]:
+        """XPs scheduled inside this block go out as one job array (same resources)."""
+        herd = self._herd
+        if herd.array_resources is not None:
+            raise GridFileError(f"{_caller(self._grid_file)}: job arrays cannot be nested")
+        herd.array_resources = self._resources
+        herd.job_arrays.append([])
+        try:
+            yield
+        finally:
+            herd.array_resources = None
+
+    @contextlib.contextmanager
+    def _located(self) -> Iterator[None]:
+        """Re-raise errors with the grid file and line of the launcher call."""
+        try:
+            yield
+        except GridFileError:
+            raise
+        except GridmanError as exc:
+            raise self._relocated(exc) from None
+
+    def _relocated(self, exc: GridmanError) -> GridFileError:
+        where = _caller(self._grid_file)
+        message = exc.message
+        if where and not message.startswith(where):
+            message = f"{where}: {message}"
+        return GridFileError(message, exc.hint)
+
+
+def to_argv(main: DecoratedMain, arg: Any, memo: Optional[ArgvMemo] = None) -> list[str]:
+    """Launcher arguments -> argv: strings as is, dicts through the main, lists concatenated.
+
+    ``memo`` keeps ``main.value_to_argv`` results for hashable values (by key, value type and
+    value, so ``1``, ``1.0`` and ``True`` stay apart) across the calls of one grid."""
+    if isinstance(arg, str):
+        return [arg]
+    if isinstance(arg, Mapping):
+        out: list[str] = []
+        for key, value in arg.items():
+            out += _value_argv(main, str(key), value, memo)
+        return out
+    if isinstance(arg, (list, tuple)):
+        out = []
+        for item in arg:
+            out += to_argv(main, item, memo)
+        return out
+    raise UsageError(f"launcher arguments must be str, dict or list, got {type(arg).__name__}")
+
+
+def _value_argv(
+    main: DecoratedMain,
+    key: str,
+    value: Any,
+    memo: Optional[ArgvMemo],
+) -> list[str]:
+    if memo is None:
+        return main.value_to_argv(key, value)
+    return memoised(memo, key, value, main.value_to_argv)
+
+
+def _caller(grid_file: Optional[Path], target: Optional[str] = None) -> str:
+    """``file:line`` of the innermost frame in the grid file (else the first outside gridman);
+    ``target``: ``str(grid_file)`` when the caller has it already."""
+    if target is None:
+        target = str(grid_file) if grid_file else None
+    frame: Any = sys._getframe(2)
+    if frame is not None and frame.f_code.co_filename == target:
+        return f"{target}:{frame.f_lineno}"  # the usual case: called right from the grid file
+    frame = sys._getframe(1)
+    first = None
+    while frame is not None:
+        if frame.f_code is _EXPLORE_CALL:
+            break  # what called the explore function: gridman and the CLI, never the grid file
+        name = frame.f_code.co_filename
+        if name == target:
+            return f"{name}:{frame.f_lineno}"
+        if first is None and not name.startswith(_OWN) and "contextlib" not in name:
+            first = f"{name}:{frame.f_lineno}"
+        frame = frame.f_back
+    return first or ""
+
+
+_OWN = str(Path(__file__).parent.parent)  # the gridman package
+
+
+class Explorer:
+    """Decorator around ``explore(launcher)``; subclass it to define the grid's table."""
+
+    #: Whether the table may reuse rows computed from unchanged histories (see rowcache.py).
+    #: Set it to False when ``process_history`` reads anything besides the history it is given.
+    cache_rows: bool = True
+
+    def __init__(self, explore: Callable[[Launcher], Any]) -> None:
+        self.explore = explore
+        self.__doc__ = explore.__doc__
+
+    def __call__(self, launcher: Launcher) -> None:
+        with paused_gc():  # a big grid creates ~10 objects per XP, none in cycles
+            self.explore(launcher)
+
+    def get_grid_metrics(self) -> list[Any]:
+        """treetable nodes of the metric columns; empty means every metric, flattened."""
+        return []
+
+    def get_grid_meta(self) -> list[Any]:
+        """treetable leaves of the meta columns."""
+        import treetable as tt
+
+        return [
+            tt.leaf("index", align=">"),
+            tt.leaf("name"),
+            tt.leaf("state"),
+            tt.leaf("sig", align=">"),
+        ]
+
+    def get_colors(self) -> list[str]:
+        """ANSI colour codes cycled over rows (only used on a terminal)."""
+        return ["0", "38;5;245"]
+
+    def process_sheep(self, sheep: Sheep, history: list[Any]) -> dict[str, Any]:
+        """Override to build a row from the XP and its history; wins over process_history."""
+        raise NotImplementedError()
+
+    def process_history(self, history: list[Any]) -> dict[str, Any]:
+        """The row's metrics: the last value of every metric, plus ``epoch``."""
+        out: dict[str, Any] = {"epoch": len(history)}
+        for metrics in history:
+            if type(metrics) is not dict and not isinstance(metrics, Mapping):
+                continue
+            # the scalar case inline: this loop runs for every entry of every row
+            for key, value in metrics.items():
+                if type(value) in _SCALARS or not isinstance(value, Mapping):
+                    out[key] = value
+                else:
+                    _merge_nested(out, key, value)
+        return out
+
+
+_SCALARS = (float, int, str, bool, type(None))
+_EXPLORE_CALL = Explorer.__call__.__code__
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Deep-merge ``new`` into ``into``: later values win, nested dicts merge (into copies, so
+    the history is never modified). Concrete type checks first: this runs for every entry of
+    every history of the table (isinstance against the Mapping ABC is several times slower)."""
+    for key, value in new.items():
+        if type(value) in _SCALARS or not isinstance(value, Mapping):
+            into[key] = value
+        else:
+            _merge_nested(into, key, value)
+
+
+def _merge_nested(into: dict[str, Any], key: str, value: Mapping[str, Any]) -> None:
+    old = into.get(key)
+    if type(old) is not dict:
+        old = into[key] = {}
+    _merge(old, value)

@@ -1,0 +1,231 @@
+"""XP: one experiment (cfg, argv, delta, sig, folder, link) and its folder on disk.
+
+Layout of ``<dir>/xps/<sig>/``: ``argv.json`` (argv, delta, gridman version), ``history.json`` (+
+its journal, see link.py), ``job.json`` (see jobs.py) and ``log/``. ``get_xp()`` returns the XP
+whose code is running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .. import __version__
+from ..errors import SignatureCollisionError, UnknownXPError, UsageError
+from .fsutil import FORMAT_VERSION, atomic_write_bytes, read_bytes, read_json
+from .link import Link
+from .perf import paused_gc
+from .signature import Delta, canonical_json, delta_from_json, is_valid_sig
+
+ARGV_FILE = "argv.json"
+XPS = "xps"
+LOG_DIR = "log"
+
+
+@dataclass
+class XP:
+    """One experiment. ``folder`` is ``<dir>/xps/<sig>``; ``link`` records its metrics."""
+
+    cfg: Any
+    argv: list[str]
+    delta: Delta
+    sig: str
+    dir: Path
+    #: every parsed value by key (defaults included), for names and tables
+    params: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _link: Optional[Link] = field(default=None, repr=False, compare=False)
+
+    _folder: Optional[Path] = field(default=None, repr=False, compare=False)
+    _canonical: Optional[str] = field(default=None, repr=False, compare=False)
+
+    @property
+    def folder(self) -> Path:
+        if self._folder is None:
+            self._folder = xp_folder(self.dir, self.sig)
+        return self._folder
+
+    @property
+    def link(self) -> Link:
+        if self._link is None:
+            self._link = Link(self.folder)
+        return self._link
+
+    @property
+    def canonical(self) -> str:
+        """The canonical JSON of the delta (what the signature hashes), computed once."""
+        if self._canonical is None:
+            self._canonical = canonical_json(self.delta)
+        return self._canonical
+
+    @property
+    def history(self) -> list[Any]:
+        return self.link.history
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[XP]:
+        """Make this XP the one ``get_xp()`` returns inside the block."""
+        _stack.append(self)
+        try:
+            yield self
+        finally:
+            _stack.pop()
+            if self._link is not None:
+                self._link.close()
+
+
+_stack: list[XP] = []
+
+
+def get_xp() -> XP:
+    """The XP whose code is running (inside a decorated main)."""
+    if not _stack:
+        raise RuntimeError(
+            "gridman.get_xp() called outside an XP: call it from a function decorated with "
+            "@gridman.argparse_main or @gridman.yaml_main"
+        )
+    return _stack[-1]
+
+
+def is_xp() -> bool:
+    """True inside a decorated main."""
+    return bool(_stack)
+
+
+def check_sig(text: str) -> str:
+    """Return ``text`` if it is a signature; anything else (``../..`` included) is rejected."""
+    if not isinstance(text, str) or not is_valid_sig(text):
+        raise UsageError(
+            f"{text!r} is not a signature",
+            "a signature is exactly 8 hex characters, e.g. 3f9a2c1b (see `gridman info`)",
+        )
+    return text
+
+
+def xp_folder(dir: Path, sig: str) -> Path:
+    """``<dir>/xps/<sig>``, only for a valid signature (never escapes ``dir``)."""
+    return _xps_of(dir) / check_sig(sig)
+
+
+@functools.lru_cache(maxsize=64)
+def _xps_of(dir: Path) -> Path:
+    return Path(dir) / XPS  # a grid asks for it once per XP: one Path join fewer each time
+
+
+def read_argv_file(folder: Path) -> dict[str, Any]:
+    """The content of ``argv.json`` (raises OSError/ValueError when unreadable)."""
+    data = read_json(folder / ARGV_FILE)
+    if not isinstance(data, dict) or not isinstance(data.get("argv"), list):
+        raise ValueError(f"{folder / ARGV_FILE}: not a gridman argv file")
+    return data
+
+
+def init_xp(xp: XP) -> bool:
+    """Create the XP folder and its ``argv.json``; detect signature collisions. True when
+    this call created the folder (it then holds ``argv.json`` only).
+
+    An existing ``argv.json`` with the same delta is kept as is (re-initialising 10,000 XPs
+    writes nothing); one with a different delta is a collision and raises. ``log/`` is made
+    by the first attempt.
+    """
+    return _write_argv(xp) if _needs_write(xp) else False
+
+
+def init_many(xps: list[XP]) -> list[str]:
+    """``init_xp`` for many XPs (serially: mkdir in one parent folder is serialised by the
+    kernel anyway, so threads only add contention). Returns the signatures of the folders
+    it created."""
+    with paused_gc():
+        return [xp.sig for xp in xps if init_xp(xp)]
+
+
+def _needs_write(xp: XP) -> bool:
+    """False when argv.json already holds this delta; raises on a collision."""
+    try:
+        raw = read_bytes(os.path.join(os.fspath(xp.folder), ARGV_FILE))
+    except FileNotFoundError:
+        return True
+    if raw == _argv_bytes(xp):
+        return False  # written by this very gridman for this very XP: nothing to parse
+    old = _stored_canonical(raw)
+    if old == xp.canonical:
+        return False
+    if old is not None:
+        raise SignatureCollisionError(
+            f"signature collision: {xp.sig} already holds a different XP "
+            f"(stored delta {old}, new delta {xp.canonical})",
+            "rename or exclude a parameter so these XPs differ, or move the old folder away",
+        )
+    return True  # unreadable: argv.json can be regenerated
+
+
+def _argv_bytes(xp: XP) -> bytes:
+    """argv.json's one line: ``{"version", "sig", "argv", "delta", "gridman"}``, as
+    ``json.dumps`` writes it, with the delta as its canonical text (computed already; the
+    signature is a validated hex string). Built by hand: it is compared for every XP of
+    every ``--init``."""
+    argv = json.dumps(list(xp.argv))
+    return (f'{{"version": {FORMAT_VERSION}, "sig": "{xp.sig}", "argv": {argv}, '
+            f'"delta": {xp.canonical}, "gridman": {_VERSION_JSON}}}\n').encode()  # fmt: skip
+
+
+_VERSION_JSON = json.dumps(__version__)
+
+
+def _write_argv(xp: XP) -> bool:
+    """Write argv.json, creating the folder if needed; True when the folder was created."""
+    folder = os.fspath(xp.folder)
+    created = True
+    try:
+        os.mkdir(folder)  # the usual case: <dir>/xps exists, this XP's folder does not
+    except FileExistsError:
+        created = False
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+    # argv.json can be regenerated from the grid: atomic but not fsync'd (10,000 must stay fast).
+    atomic_write_bytes(os.path.join(folder, ARGV_FILE), _argv_bytes(xp), fsync=False)
+    return created
+
+
+def _stored_canonical(raw: bytes) -> Optional[str]:
+    """The canonical delta of a stored argv.json; None when unreadable (it is rewritten)."""
+    try:
+        data = json.loads(raw)
+        return canonical_json(delta_from_json(data.get("delta")))
+    except (ValueError, AttributeError):
+        return None
+
+
+def known_sigs(dir: Path) -> list[str]:
+    """Signatures of the XP folders under ``<dir>/xps``."""
+    try:
+        names = os.listdir(Path(dir) / XPS)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if is_valid_sig(n))
+
+
+def require_xp_folder(dir: Path, sig: str) -> Path:
+    """The folder of ``sig``; an unknown sig raises with the closest known ones."""
+    folder = xp_folder(dir, sig)
+    if folder.is_dir():
+        return folder
+    sigs = known_sigs(dir)
+    close = [s for s in sigs if s.startswith(sig[:3])] or _closest(sig, sigs)
+    hint = (
+        f"closest known: {', '.join(close[:5])}"
+        if close
+        else "no XP has that signature yet; `gridman grid NAME --init` creates a grid's XPs"
+    )
+    raise UnknownXPError(f"no XP with signature {sig} under {Path(dir) / XPS}", hint)
+
+
+def _closest(sig: str, sigs: list[str]) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(sig, sigs, n=5, cutoff=0.3)
