@@ -13,8 +13,9 @@ import pytest
 
 from gridman.core.explore import GridFileError, Herd, Launcher
 from gridman.core.grids import load_grid
+from gridman.core.loader import load_main
 from gridman.core.main import DecoratedMain
-from gridman.core.project import load_main, load_project
+from gridman.core.project import load_project
 from gridman.core.resources import FIELD_NAMES, Resources
 from gridman.errors import GridmanError, UsageError
 from gridman.testing import line_of, make_yaml_project, run_cli, xps_dir

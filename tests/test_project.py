@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import gridman
+from gridman.core.loader import load_main
 from gridman.core.main import ArgparseMain, DecoratedMain
-from gridman.core.project import Project, find_root, load_main, load_project, main_spec
+from gridman.core.project import Project, find_root, load_project, main_spec
 from gridman.errors import ConfigError, MainNotFoundError, UserCodeError
 from gridman.testing import TRAIN_SOURCE, chdir, make_project, run_cli, write_project_file
 

@@ -22,10 +22,11 @@ from ..core.explore import Sheep
 from ..core.fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
 from ..core.grids import Grid, build_herd, grids_dir, list_grids, load_grid
 from ..core.jobs import JobRecord, read_job
+from ..core.loader import load_main
 from ..core.main import DecoratedMain
 from ..core.names import grid_items, grid_names, select
 from ..core.perf import paused_gc
-from ..core.project import Project, load_main, main_spec
+from ..core.project import Project, main_spec
 from ..core.resources import Resources
 from ..core.shep import Plan, Rules, make_plan
 from ..core.xp import init_many, xp_folder

@@ -22,8 +22,9 @@ from ..backends.runner import (
 )
 from ..core.jobs import JobRecord, read_job
 from ..core.link import load_history
+from ..core.loader import load_main
 from ..core.main import DecoratedMain
-from ..core.project import Project, load_main, main_spec
+from ..core.project import Project, main_spec
 from ..core.xp import XP, check_sig, init_xp, read_argv_file, require_xp_folder
 from ..errors import UsageError, XPBusyError
 

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..core.jobs import JobRecord, State, now, this_host, update_job
-from ..core.project import load_main, load_project
+from ..core.loader import load_main
+from ..core.project import load_project
 from .base import Backend, Submission
 
 

@@ -53,7 +53,8 @@ def _write_status(path: str, data: dict[str, object]) -> None:
 
 
 def _run(spec: str, root: Path, xp_argv: list[str]) -> int:
-    from ..core.project import Project, load_main, user_traceback
+    from ..core.loader import load_main, user_traceback
+    from ..core.project import Project
     from ..errors import GridmanError
 
     try:

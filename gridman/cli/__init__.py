@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_XP_FAILED, ArgvError, GridmanError, HelpRequested
 from . import fast as clifast
+from .common import confirm_deletion
 
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": False}
 
@@ -158,18 +159,6 @@ def run(
         raise typer.Exit(130)
     if result.state.value != "COMPLETED":
         raise typer.Exit(EXIT_XP_FAILED)
-
-
-def confirm_deletion(what: str, yes: bool) -> None:
-    """Ask before deleting ``what`` (``--yes`` skips; no terminal to ask on is a usage error)."""
-    from ..errors import EXIT_USAGE, UsageError
-
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(f"--clear would delete {what}", "add --yes to confirm")
-    if not typer.confirm(f"Delete {what}?", default=False):
-        raise typer.Exit(EXIT_USAGE)
 
 
 @app.command(context_settings=_PASS_THROUGH)

@@ -26,7 +26,8 @@ def run_stage_command(
 ) -> int:  # fmt: skip
     """The whole ``--stage`` flow; returns the exit status."""
     from ..core.stages import cancel_stage, run_stage
-    from .grid import _stderr, _watch
+    from .common import stderr as _stderr
+    from .view import watch as _watch
 
     say: Callable[[str], None] = _stderr if as_json else typer.echo
     name = request.name

@@ -17,8 +17,9 @@ from typing import Optional
 
 from ..errors import GridmanError, UsageError, UserCodeError
 from .explore import Explorer, Herd, Launcher
+from .loader import user_traceback
 from .main import DecoratedMain
-from .project import Project, user_traceback
+from .project import Project
 from .resources import Resources
 
 PACKAGE = "_gridman_grids"

@@ -8,25 +8,17 @@
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.util
 import os
-import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from ..errors import ConfigError, MainNotFoundError, UserCodeError
+from ..errors import ConfigError, MainNotFoundError
 from .config import load_mapping
-
-if TYPE_CHECKING:
-    from .main import DecoratedMain
 
 PROJECT_FILE = "gridman.yaml"
 KNOWN_KEYS = ("main", "dir", "grids_dir", "backend", "local", "slurm", "mpi")
-_HOW_TO = (
+HOW_TO = (
     "declare it with `main: train` (a module) or `main: path/to/train.py` in gridman.yaml "
     "at the project root, or pass --main, or set GRIDMAN_MAIN"
 )
@@ -93,92 +85,5 @@ def main_spec(project: Project, override: Optional[str] = None) -> str:
     """The main to use: ``--main`` beats ``GRIDMAN_MAIN`` beats gridman.yaml's ``main``."""
     spec = override or os.environ.get("GRIDMAN_MAIN") or project.main_spec
     if not spec:
-        raise MainNotFoundError(f"no main declared for the project in {project.root}", _HOW_TO)
+        raise MainNotFoundError(f"no main declared for the project in {project.root}", HOW_TO)
     return spec
-
-
-def load_main(project: Project, spec: str) -> DecoratedMain:
-    """Import the module that ``spec`` names and return its decorated main."""
-    from .main import DecoratedMain
-
-    target, _, attr = spec.partition(":")
-    module = _import_target(project, target)
-    if attr:
-        main = getattr(module, attr, None)
-        if not isinstance(main, DecoratedMain):
-            raise MainNotFoundError(
-                f"{spec}: {attr!r} is not a gridman main in {module.__file__}", _HOW_TO
-            )
-        return main
-    found = {n: v for n, v in vars(module).items() if isinstance(v, DecoratedMain)}
-    if isinstance(found.get("main"), DecoratedMain):
-        return found["main"]
-    if len(found) == 1:
-        return next(iter(found.values()))
-    if not found:
-        raise MainNotFoundError(
-            f"{module.__file__} defines no gridman main",
-            "decorate the training function with @gridman.argparse_main(...) or "
-            "@gridman.yaml_main(...)",
-        )
-    names = ", ".join(sorted(found))
-    raise MainNotFoundError(
-        f"{module.__file__} defines several gridman mains ({names})",
-        f"name one as `main: {target}:NAME` in gridman.yaml or with --main",
-    )
-
-
-def _import_target(project: Project, target: str) -> ModuleType:
-    looks_like_path = target.endswith(".py") or os.sep in target
-    root = str(project.root)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    try:
-        if looks_like_path:
-            return _import_path(project.resolve(target))
-        return importlib.import_module(target)
-    except MainNotFoundError:
-        raise
-    except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == target or target.startswith(exc.name + ".")):
-            raise MainNotFoundError(
-                f"main module {target!r} not found from {project.root}", _HOW_TO
-            ) from None
-        raise UserCodeError(user_traceback(exc)) from None
-    except Exception as exc:  # the user's module raised while importing
-        raise UserCodeError(user_traceback(exc)) from None
-
-
-def _import_path(path: Path) -> ModuleType:
-    if not path.is_file():
-        raise MainNotFoundError(f"main file {path} does not exist", _HOW_TO)
-    name = "_gridman_main_" + path.stem
-    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-_OWN = str(Path(__file__).parent.parent)  # the gridman package
-
-
-def user_traceback(exc: BaseException) -> str:
-    """A traceback of ``exc`` without gridman's and importlib's frames."""
-    frames = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(_OWN) and "importlib" not in f.filename
-    ]
-    lines = ["Traceback (most recent call last):\n"]
-    lines += traceback.format_list(frames)
-    lines += traceback.format_exception_only(type(exc), exc)
-    return "".join(lines).rstrip()
