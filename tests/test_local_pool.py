@@ -17,10 +17,10 @@ from typer.testing import Result
 
 from gridman.backends import local
 from gridman.backends.pool import Pool
-from gridman.backends.runner import mark_vanished
 from gridman.core.fsutil import file_lock
 from gridman.core.jobs import JobRecord, State, this_host, write_job
 from gridman.core.link import load_history
+from gridman.core.liveness import mark_vanished
 from gridman.testing import read_json_file, run_cli, xp_folders, xps_dir
 from gridman.testing.grids import (
     PROBE_VAR,

@@ -13,7 +13,6 @@ from typing import Any, Optional
 import pytest
 
 from gridman.backends import LaunchContext, Submission, slurm_query
-from gridman.backends.runner import status_file
 from gridman.backends.slurm import (
     Intent,
     SlurmBackend,
@@ -24,6 +23,7 @@ from gridman.backends.slurm_job import XPTask, _ended, parse_duration
 from gridman.backends.slurm_query import map_state, parse_exit_code
 from gridman.core.fsutil import atomic_write_json
 from gridman.core.jobs import JobRecord, State, read_job, write_job
+from gridman.core.liveness import status_file
 from gridman.core.resources import Resources
 from gridman.testing import make_project, run_cli
 from gridman.testing.slurm import FakeSlurm

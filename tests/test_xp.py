@@ -14,7 +14,7 @@ import pytest
 import gridman
 import gridman.backends.runner
 import gridman.core.xp
-from gridman.backends.runner import mark_vanished, run_attempt
+from gridman.backends.runner import run_attempt
 from gridman.core.jobs import (
     JOB_FILE,
     JobRecord,
@@ -24,6 +24,7 @@ from gridman.core.jobs import (
     update_job,
     write_job,
 )
+from gridman.core.liveness import mark_vanished
 from gridman.core.signature import compute_sig
 from gridman.core.xp import (
     ARGV_FILE,

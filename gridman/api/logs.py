@@ -6,8 +6,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..backends.runner import mark_vanished
 from ..core.jobs import read_job
+from ..core.liveness import mark_vanished
 
 TAIL_BYTES = 64 * 1024
 

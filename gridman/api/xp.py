@@ -12,16 +12,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
-from ..backends.runner import (
-    RunResult,
-    clear_cancel,
-    is_running_here,
-    run_attempt,
-    worker_command,
-    worker_env,
-)
+from ..backends.runner import RunResult, run_attempt, worker_command, worker_env
 from ..core.jobs import JobRecord, read_job
 from ..core.link import load_history
+from ..core.liveness import clear_cancel, is_running_here
 from ..core.loader import load_main
 from ..core.main import DecoratedMain
 from ..core.project import Project, main_spec

@@ -33,16 +33,10 @@ from ..core.jobs import (
     this_host,
     update_job,
 )
+from ..core.liveness import clear_cancel, is_running_here, mark_vanished, request_cancel
 from ..errors import ConfigError, UsageError
 from .base import Backend, LaunchContext, Submission
-from .runner import (
-    clear_cancel,
-    is_running_here,
-    mark_vanished,
-    request_cancel,
-    worker_command,
-    worker_env,
-)
+from .runner import worker_command, worker_env
 
 POOL = ".pool"
 _CANCEL_WAIT = 10.0

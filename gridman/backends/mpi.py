@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.jobs import JobRecord, State, now, pid_alive, this_host, update_job
+from ..core.liveness import mark_vanished
 from ..errors import UsageError
 from .base import Backend, LaunchContext, Submission
 from .local import discover_gpus
 from .mpienv import local_rank, world
-from .runner import mark_vanished, run_attempt, worker_command, worker_env
+from .runner import run_attempt, worker_command, worker_env
 
 TASK, RESULT, STOP = 1, 2, 3
 _BACKOFF_CAP = 0.005

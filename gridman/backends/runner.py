@@ -3,9 +3,8 @@
 Shared by every backend that runs XPs on the machine it is on (``gridman run``, the local pool,
 MPI ranks): the child is ``python -m gridman.backends.worker``, its output goes to the attempt's
 log (and, in the foreground, to the console too), and its end is recorded with its exit status.
-The XP's
-run lock is held for the whole attempt, so a second runner of the same XP is refused and a
-vanished runner is detectable (its lock is free while job.json still says RUNNING).
+The XP's run lock is held for the whole attempt, so a second runner of the same XP is refused
+and a vanished runner is detectable (core/liveness.py).
 """
 
 from __future__ import annotations
@@ -21,17 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
-from ..core.fsutil import file_lock, read_json
+from ..core.fsutil import file_lock
 from ..core.jobs import (
     RUN_LOCK,
     Attempt,
     JobRecord,
     State,
     now,
-    pid_alive,
     read_job,
     this_host,
     update_job,
+)
+from ..core.liveness import (
+    cancel_requested,
+    clear_cancel,
+    status_file,
 )
 from ..errors import XPBusyError
 
@@ -72,12 +75,6 @@ def worker_env(
     env["GRIDMAN_XP_SIG"] = sig
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def is_running_here(folder: Path) -> bool:
-    """True when a runner on this machine holds the XP's run lock."""
-    with file_lock(folder / RUN_LOCK, blocking=False) as got:
-        return not got
 
 
 def run_attempt(
@@ -172,38 +169,6 @@ def _start_attempt(
         return record.with_latest(state=State.RUNNING, extra=extra, **fields)
     fields["extra"] = {"session": new_session}
     return record.with_new_attempt(backend, State.RUNNING, job_id=job_id, submitted=start, **fields)
-
-
-CANCEL_MARKER = ".cancel"
-
-
-def status_file(folder: Path, attempt: int) -> Path:
-    """Where the worker of an attempt records its own start and exit status."""
-    return folder / "log" / f"{attempt}.status.json"
-
-
-def worker_status(folder: Path, attempt: int) -> dict[str, Any]:
-    try:
-        data = read_json(status_file(folder, attempt))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def cancel_requested(folder: Path) -> bool:
-    """Whether ``gridman grid -C`` asked this XP's current attempt to stop."""
-    return (folder / CANCEL_MARKER).exists()
-
-
-def request_cancel(folder: Path) -> None:
-    """Ask the runner of this XP to record its attempt as CANCELLED when it ends."""
-    (folder / CANCEL_MARKER).touch()
-
-
-def clear_cancel(folder: Path) -> None:
-    """Forget a cancel request (before a new submission)."""
-    with contextlib.suppress(FileNotFoundError):
-        (folder / CANCEL_MARKER).unlink()
 
 
 def _spawn(
@@ -303,31 +268,3 @@ def _start_pumps(
     for thread in threads:
         thread.start()
     return threads
-
-
-def mark_vanished(folder: Path) -> Optional[JobRecord]:
-    """Record VANISHED for an attempt that says RUNNING on this host but has no runner left.
-
-    A runner holds the run lock for the whole attempt, so RUNNING with a free lock and no live
-    child process means it died without recording an end (kill -9, reboot).
-    """
-    record = read_job(folder)
-    latest = record.latest if record else None
-    if latest is None or latest.state is not State.RUNNING or latest.host != this_host():
-        return record
-    if is_running_here(folder) or pid_alive(latest.pid):
-        return record
-
-    said = worker_status(folder, latest.n)
-
-    def vanish(r: JobRecord) -> JobRecord:
-        if r.latest is None or r.latest.state is not State.RUNNING:
-            return r
-        code = said.get("exit_code")
-        if isinstance(code, int):
-            # The runner died but the XP itself recorded how it ended.
-            state = State.COMPLETED if code == 0 else State.FAILED
-            return r.with_latest(state=state, exit_code=code, ended=said.get("ended", now()))
-        return r.with_latest(state=State.VANISHED, ended=now())
-
-    return update_job(folder, vanish)

@@ -38,10 +38,10 @@ from ..core.jobs import (
     this_host,
     update_job,
 )
+from ..core.liveness import clear_cancel, request_cancel, worker_status
 from ..core.resources import Resources
 from ..errors import UsageError
 from .base import Backend, LaunchContext, Submission
-from .runner import clear_cancel, request_cancel, worker_status
 from .slurm_job import XPTask
 from .slurm_query import JobInfo, SlurmError, SlurmView, max_array_size, sacct_by_name, scancel
 

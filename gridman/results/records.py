@@ -171,7 +171,7 @@ def sigs_source(project: Project, sigs: Sequence[str], main: Optional[str] = Non
     """XPs by signature. Parameters come from each ``argv.json`` delta: a parameter an XP left
     at its default has an empty cell (the main is not imported)."""
     from ..api.xp import xp_root
-    from ..backends.runner import mark_vanished
+    from ..core.liveness import mark_vanished
     from ..core.names import grid_names
     from ..core.signature import delta_from_json
     from ..core.xp import check_sig, read_argv_file, require_xp_folder
