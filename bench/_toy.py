@@ -69,7 +69,9 @@ parser.add_argument("--seed", type=int, default=0)
 def main():
     xp = get_xp()
     for epoch in range(xp.cfg.epochs):
-        xp.link.push_metrics({{"loss": xp.cfg.lr / (1 + epoch), "epoch": epoch}})
+        loss = xp.cfg.lr / (1 + epoch)
+        metrics = {{"train": {{"loss": loss, "epoch": epoch}}, "valid": {{"acc": 1 - loss}}}}
+        xp.link.push_metrics(metrics)
 
 
 if __name__ == "__main__":
@@ -85,7 +87,10 @@ _GRIDMAN_TRAIN = _TRAIN.format(
 ).replace("import os\n", "")
 
 _EXPLORERS = '''\
-"""The toy grids: 10 lr x 10 bs x n_seed XPs, and a table with train.epoch / train.loss."""
+"""The toy grids: 10 lr x 10 bs x n_seed XPs, and a table with train.epoch / train.loss.
+
+Histories are nested as users push them: ``{{"train": {{"loss": x}}, "valid": {{"acc": y}}}}``.
+"""
 
 import treetable as tt
 from {package} import Explorer
@@ -99,9 +104,10 @@ class ToyExplorer(Explorer):
         return [tt.group("train", [tt.leaf("epoch"), tt.leaf("loss", ".4f")], align=">")]
 
     def process_history(self, history):
+        # nested metrics, the shape users push (train.loss, valid.acc)
         train = {{"epoch": len(history)}}
         if history:
-            train["loss"] = history[-1]["loss"]
+            train["loss"] = history[-1]["train"]["loss"]
         return {{"train": train}}
 
 

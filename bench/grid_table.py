@@ -6,8 +6,9 @@
 In a temporary copy of the toy project of Dora's baseline (bench/_toy.py), each tool first
 initialises the grid's XP folders (``grid G --dry-run --init``, untimed; both give the same
 signatures, which is checked), then every XP folder gets the same ``history.json``: a JSON list
-of ``--entries`` entries ``{"loss": x}`` written with ``indent=2`` (~3 KB; byte-identical for
-both tools, values derived from the signature). gridman reads ``history.json`` as its snapshot
+of ``--entries`` nested entries ``{"train": {"loss": x}, "valid": {"acc": y}}``, the shape users
+push, written with ``indent=2`` (byte-identical for both tools, values derived from the
+signature). gridman reads ``history.json`` as its snapshot
 (no journal). Then, side by side and interleaved after one warm-up (whose output is checked):
 
 - ``gridman grid G --dry-run --no-monitor`` (``GRIDMAN_DIR`` = its folder)
@@ -18,8 +19,8 @@ Reported: median wall, user and system CPU seconds, peak RSS. Targets: gridman >
 than Dora and <= 150 MiB. XP folders go under ``--xp-root`` (default: the temporary folder).
 
 gridman keeps the rows of unchanged histories in ``<dir>/grids/G/table-cache.json`` (see
-gridman/rowcache.py), written by the warm-up, so the timed runs show the table of a grid whose
-histories did not change since the last look. ``--cold`` deletes that file before every timed
+gridman/results/rowcache.py), written by the warm-up, so the timed runs show the table of a grid
+whose histories did not change since the last look. ``--cold`` deletes that file before every timed
 gridman run (untimed): the table of a grid whose every history changed.
 """
 
@@ -76,7 +77,11 @@ def env_for(tool: str, xp_dir: Path) -> dict[str, str]:
 def history_bytes(sig: str, entries: int) -> bytes:
     """The same history for the same XP, whichever tool reads it."""
     base = 0.1 + (int(sig, 16) % 1000) / 1000
-    history = [{"loss": base / (1 + k)} for k in range(entries)]
+    # nested, the shape users push (bench/_toy.py's explorer reads train.loss)
+    history = [
+        {"train": {"loss": base / (1 + k)}, "valid": {"acc": 1 - base / (1 + k)}}
+        for k in range(entries)
+    ]
     return json.dumps(history, indent=2).encode()
 
 
