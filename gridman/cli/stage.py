@@ -1,9 +1,9 @@
 """``gridman grid NAME --stage STAGE -- COMMAND``: plan and run a stage, wait, show the table.
 
-Rendering only: the work is in stages.py. The plan is printed like the grid's (submit / keep
-/ skip with reasons); jobs run on the grid's backend; progress lines are printed until every
-submitted stage job has ended (unless --no-monitor or --json), then the grid table, whose rows
-now carry the stage's metrics (``test.acc``).
+Rendering only: the work is in api/stage.py (the stage model in core/stages.py). The plan is
+printed like the grid's (submit / keep / skip with reasons); jobs run on the grid's backend;
+progress lines are printed until every submitted stage job has ended (unless --no-monitor or
+--json), then the grid table, whose rows now carry the stage's metrics (``test.acc``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def run_stage_command(
     interval: float, as_json: bool, view: Any,
 ) -> int:  # fmt: skip
     """The whole ``--stage`` flow; returns the exit status."""
-    from ..core.stages import cancel_stage, run_stage
+    from ..api.stage import cancel_stage, run_stage
     from .common import stderr as _stderr
     from .view import watch as _watch
 
@@ -71,8 +71,8 @@ def wait_stage(
     session: Any, name: str, sigs: list[str], interval: float, say: Any
 ) -> dict[str, str]:
     """Poll the stage jobs of ``sigs`` until they have all ended; print progress lines."""
+    from ..api.stage import stage_states
     from ..core.jobs import State
-    from ..core.stages import stage_states
 
     live = {State.PENDING.value, State.RUNNING.value, State.UNKNOWN.value}
     last = ""

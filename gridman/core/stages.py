@@ -1,4 +1,7 @@
-"""Stages: commands run on completed XPs after training (``gridman grid NAME --stage test``).
+"""Stages on disk: commands run on completed XPs after training (``--stage test``).
+
+This module is the stage model (folders, results, the command template, the plan's decision
+for one XP); submitting, polling and cancelling stage jobs is api/stage.py's.
 
 A stage attempt of XP ``sig`` is a job of its own, attached to the XP: it lives in
 ``<dir>/xps/<sig>/stages/<stage>/`` with its own ``job.json``, ``log/<n>.log`` and run lock, so
@@ -22,17 +25,15 @@ import re
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..errors import UsageError
-from .fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
-from .jobs import JobRecord, State, read_job
+from .fsutil import FORMAT_VERSION, atomic_write_json, read_json
+from .jobs import JobRecord, State
 
 if TYPE_CHECKING:
-    from ..api.grid import GridSession
-    from ..backends import Backend
     from .explore import Sheep
 
 STAGES = "stages"
@@ -120,7 +121,7 @@ def expand(template: Sequence[str], sig: str, folder: Path, argv: Sequence[str])
     return out
 
 
-# -- planning and submitting -----------------------------------------------------------------
+# -- planning -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StageRequest:
     """What ``--stage NAME [--stage-force] -- COMMAND`` asks for."""
@@ -158,7 +159,8 @@ class StageResult:
     committed: bool
 
 
-def _trained_attempt(sheep: Sheep) -> int:
+def trained_attempt(sheep: Sheep) -> int:
+    """The XP's latest training attempt (0: never trained): its stage results name it."""
     latest = sheep.job.latest if sheep.job else None
     return latest.n if latest else 0
 
@@ -176,7 +178,7 @@ def decide(sheep: Sheep, record: Optional[JobRecord], result: Optional[dict[str,
         return StageStep(sheep.sig, "submit", "--stage-force")
     if result is not None:
         tested = result.get("trained_attempt")
-        if isinstance(tested, int) and tested < _trained_attempt(sheep):
+        if isinstance(tested, int) and tested < trained_attempt(sheep):
             return StageStep(sheep.sig, "submit", "trained again since its last results")
         return StageStep(sheep.sig, "keep", "has results")
     if latest is not None:
@@ -184,84 +186,10 @@ def decide(sheep: Sheep, record: Optional[JobRecord], result: Optional[dict[str,
     return StageStep(sheep.sig, "submit", "no results yet")
 
 
-def stage_backend(session: GridSession) -> Backend:
-    """The session's backend, running the stage main instead of the training main."""
-    from ..backends import get_backend
-
-    ctx = replace(session.backend.ctx, main_spec=STAGE_MAIN)
-    return get_backend(session.backend.name, ctx)
-
-
-def refresh_stage(session: GridSession, name: str,
-                  sheeps: Sequence[Sheep]) -> dict[str, Optional[JobRecord]]:  # fmt: skip
-    """Each XP's stage job record, live ones refreshed through their backends."""
-    from ..api.grid import poll_records
-
-    folders = {s.sig: stage_folder(s.xp.folder, name) for s in sheeps}
-    records = {sig: read_job(f) if f.is_dir() else None for sig, f in folders.items()}
-    fresh = poll_records(session, [(folders[sig], r) for sig, r in records.items()])
-    return {sig: fresh.get(folders[sig], record) for sig, record in records.items()}
-
-
-def run_stage(session: GridSession, request: StageRequest, dry_run: bool = False) -> StageResult:
-    """Plan the stage over the selected XPs and (unless ``dry_run``) submit it, under the
-    project lock so that racing commands never run one XP's stage twice."""
-    from ..api.grid import LOCK
-    from ..backends import Submission
-
-    check_stage_name(request.name)
-    chosen = session.chosen()
-    backend = stage_backend(session)
-    session.dir.mkdir(parents=True, exist_ok=True)
-    with file_lock(session.dir / LOCK):
-        session.refresh(chosen)
-        records = refresh_stage(session, request.name, chosen)
-        steps = []
-        for sheep in chosen:
-            folder = stage_folder(sheep.xp.folder, request.name)
-            result = read_result(folder) if folder.is_dir() else None
-            steps.append(decide(sheep, records[sheep.sig], result, request.force))
-        plan = StagePlan(request.name, tuple(steps))
-        if dry_run:
-            return StageResult(plan, False)
-        submit = set(plan.to_submit())
-        subs = []
-        for sheep in chosen:
-            if sheep.sig not in submit:
-                continue
-            folder = stage_folder(sheep.xp.folder, request.name)
-            folder.mkdir(parents=True, exist_ok=True)
-            command = expand(request.template, sheep.sig, sheep.xp.folder, sheep.xp.argv)
-            atomic_write_json(folder / REQUEST, {
-                "version": FORMAT_VERSION, "stage": request.name, "sig": sheep.sig,
-                "command": command, "trained_attempt": _trained_attempt(sheep),
-            }, fsync=False)  # fmt: skip
-            subs.append(Submission(sheep.sig, folder, (str(folder), "--", *command),
-                                   sheep.resources, 0))  # fmt: skip
-        backend.check(subs)
-        backend.submit(subs)
-    return StageResult(plan, True)
-
-
-def stage_states(session: GridSession, name: str, sigs: Sequence[str]) -> dict[str, str]:
-    """The latest stage attempt's state of each XP in ``sigs`` (polled)."""
-    wanted = set(sigs)
-    sheeps = [s for s in session.chosen() if s.sig in wanted]
-    records = refresh_stage(session, name, sheeps)
-    return {sig: (r.state.value if r and r.state else "NEW") for sig, r in records.items()}
-
-
-def cancel_stage(session: GridSession, name: str) -> int:
-    """Cancel the selected XPs' pending and running stage jobs; returns how many."""
-    chosen = session.chosen()
-    records = refresh_stage(session, name, chosen)
-    from ..api.grid import cancel_jobs
-
-    live = []
-    for sheep in chosen:
-        record = records[sheep.sig]
-        latest = record.latest if record else None
-        if record is not None and latest is not None and not latest.state.finished:
-            live.append((stage_folder(sheep.xp.folder, name), record))
-    cancel_jobs(session, live)
-    return len(live)
+def write_request(folder: Path, name: str, sheep: Sheep, command: Sequence[str]) -> None:
+    """Record what a stage attempt is to run (``request.json``, read by the stage main)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / REQUEST, {
+        "version": FORMAT_VERSION, "stage": name, "sig": sheep.sig, "command": list(command),
+        "trained_attempt": trained_attempt(sheep),
+    }, fsync=False)  # fmt: skip
