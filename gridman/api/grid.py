@@ -16,8 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from ..backends import Backend, LaunchContext, Submission, get_backend
-from ..backends.mpienv import world
+from ..backends import Backend, LaunchContext, Submission, get_backend, registry
 from ..core.explore import Sheep
 from ..core.fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
 from ..core.grids import Grid, build_herd, grids_dir, list_grids, load_grid
@@ -30,7 +29,8 @@ from ..core.project import Project, main_spec
 from ..core.resources import Resources
 from ..core.shep import Plan, Rules, make_plan
 from ..core.xp import init_many, xp_folder
-from ..errors import ConfigError, UsageError
+from ..errors import UsageError
+from .xp import check_project
 
 GRIDS = "grids"
 LOCK = ".gridman.lock"
@@ -126,33 +126,19 @@ def poll_records(
 
 
 def choose_backend(project: Project, option: Optional[str]) -> tuple[str, str]:
-    """(backend name, why it was chosen)."""
-    if option:
-        return option, "--backend"
-    rank, size = world()
-    if size > 1:
-        return "mpi", f"running as rank {rank} of an MPI job of {size} ranks"
+    """(backend name, why it was chosen): ``--backend``, else what the backend registry says
+    (a backend this process belongs to, gridman.yaml's ``backend:``, the first that can run
+    here)."""
     configured = project.settings.get("backend")
-    if configured:
-        return str(configured), f"backend: in {project.file}"
-    if shutil.which("sbatch"):
-        return "slurm", "sbatch is on PATH; --backend local runs XPs on this machine"
-    return "local", "the default"
+    return registry.choose(option, str(configured) if configured else None, str(project.file))
 
 
 def base_resources(project: Project, options: GridOptions) -> Resources:
-    """Resources every launcher starts from: gridman.yaml's ``slurm:`` defaults, then the CLI
-    flags; ``launcher.slurm_(...)`` in the grid file overrides both (as in Dora, the ``slurm``
-    resources are used by every backend that can: GPUs locally too)."""
-    from ..backends.slurm import BACKEND_KEYS
-
-    section = project.section("slurm") if "slurm" in project.settings else {}
-    defaults = {k: v for k, v in section.items() if k not in BACKEND_KEYS}
-    try:
-        base = Resources().with_changes(defaults)  # an unknown key names the valid ones
-    except UsageError as exc:
-        raise ConfigError(f"{project.file}: `slurm:` {exc.message}", exc.hint) from None
-    return base.with_changes(dict(options.resources))
+    """Resources every launcher starts from: the resource defaults of gridman.yaml's backend
+    sections (Dora's ``slurm:``), then the CLI flags; ``launcher.slurm_(...)`` in the grid
+    file overrides both (resources are used by every backend that can: GPUs locally too)."""
+    defaults = registry.resource_defaults(project.settings, project.file)
+    return Resources().with_changes(defaults).with_changes(dict(options.resources))
 
 
 def open_grid(
@@ -163,6 +149,7 @@ def open_grid(
         raise UsageError(f"--workers must be >= 1, got {options.workers}")
     if options.gpus is not None and options.gpus < 0:
         raise UsageError(f"--gpus must be >= 0, got {options.gpus}")
+    check_project(project)
     folder = grids_dir(project, options.grids_dir)
     if not options.name:
         from ..core.grids import unknown_grid

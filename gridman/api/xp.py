@@ -12,15 +12,40 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
-from ..backends.runner import RunResult, run_attempt, worker_command, worker_env
+from ..backends import LaunchContext, get_backend, registry
+from ..backends.attempt import FOREGROUND, AttemptSpec, run_here
+from ..backends.runner import RunResult
 from ..core.jobs import JobRecord, read_job
 from ..core.link import load_history
 from ..core.liveness import clear_cancel, is_running_here
 from ..core.loader import load_main
 from ..core.main import DecoratedMain
-from ..core.project import Project, main_spec
+from ..core.project import Project, check_key, load_project, main_spec
 from ..core.xp import XP, check_sig, init_xp, read_argv_file, require_xp_folder
 from ..errors import UsageError, XPBusyError
+
+
+def check_project(project: Project) -> None:
+    """Check gridman.yaml's top-level keys and each backend's section, through the backend
+    registry (core checks only its own keys)."""
+    if project.file is None:
+        return
+    sections = registry.section_names()
+    for key in project.settings:
+        check_key(project.file, str(key), sections)
+    registry.check_sections(project.settings, project.file)
+
+
+def open_project(start: Optional[Path] = None) -> Project:
+    """The project around ``start`` (default: the current directory), gridman.yaml checked."""
+    project = load_project(start, registry.section_names())
+    check_project(project)
+    return project
+
+
+def job_label(backend: str, job_id: str) -> Optional[str]:
+    """A job id as the backend that recorded it shows it (None: not worth showing)."""
+    return registry.job_label(backend, job_id)
 
 
 @dataclass(frozen=True)
@@ -90,17 +115,11 @@ def run(
         )
     init_xp(xp)
     clear_cancel(xp.folder)
-    command = worker_command(prepared.spec, project.root, xp.argv)
-    env = worker_env(os.environ, xp.dir, xp.sig, {})
-    return run_attempt(
-        xp.folder,
-        command,
-        cwd=project.root,
-        env=env,
-        backend="foreground",
-        echo=echo,
-        job_id=None,
-    )
+    ctx = LaunchContext(root=project.root, dir=xp.dir, main_spec=prepared.spec,
+                        env=dict(os.environ))  # fmt: skip
+    attempt = AttemptSpec.for_xp(ctx, xp.sig, xp.folder, xp.argv, FOREGROUND)
+    # In the console's session: Ctrl-C reaches the XP, and echo copies its output.
+    return run_here(attempt, echo=echo, new_session=False)
 
 
 @dataclass(frozen=True)
@@ -157,8 +176,6 @@ def info(
 
 def refreshed_record(project: Project, folder: Path) -> Optional[JobRecord]:
     """The XP's job record, refreshed through the backend that recorded it when still live."""
-    from ..backends import LaunchContext, get_backend
-
     record = read_job(folder)
     latest = record.latest if record else None
     if record is None or latest is None or latest.state.finished or latest.n == 0:

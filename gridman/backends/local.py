@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -35,8 +35,8 @@ from ..core.jobs import (
 )
 from ..core.liveness import clear_cancel, is_running_here, mark_vanished, request_cancel
 from ..errors import ConfigError, UsageError
-from .base import Backend, LaunchContext, Submission
-from .runner import worker_command, worker_env
+from .attempt import FOREGROUND, AttemptSpec
+from .base import Backend, BackendSpec, Choice, LaunchContext, Submission
 
 POOL = ".pool"
 _CANCEL_WAIT = 10.0
@@ -60,15 +60,25 @@ def pool_dir(dir: Path) -> Path:
     return Path(dir) / POOL
 
 
-def discover_gpus(settings: dict[str, Any], env: dict[str, str]) -> tuple[str, ...]:
-    """GPUs from ``local.gpus`` (ids or a count), CUDA_VISIBLE_DEVICES, or nvidia-smi."""
+def configured_gpus(
+    settings: Mapping[str, Any], label: str = "local.gpus"
+) -> Optional[tuple[str, ...]]:
+    """GPUs named by a section's ``gpus`` (ids or a count); None when it names none."""
     configured = settings.get("gpus")
+    if configured is None:
+        return None
+    if isinstance(configured, int) and not isinstance(configured, bool) and configured >= 0:
+        return tuple(str(i) for i in range(configured))
+    if isinstance(configured, (list, tuple)):
+        return tuple(str(g) for g in configured)
+    raise ConfigError(f"{label} must be a count or a list of ids, got {configured!r}")
+
+
+def discover_gpus(settings: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, ...]:
+    """GPUs from ``local.gpus`` (ids or a count), CUDA_VISIBLE_DEVICES, or nvidia-smi."""
+    configured = configured_gpus(settings)
     if configured is not None:
-        if isinstance(configured, int) and not isinstance(configured, bool):
-            return tuple(str(i) for i in range(configured))
-        if isinstance(configured, (list, tuple)):
-            return tuple(str(g) for g in configured)
-        raise ConfigError(f"local.gpus must be a count or a list of ids, got {configured!r}")
+        return configured
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return tuple(g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1")
@@ -140,13 +150,10 @@ class LocalBackend(Backend):
             # job.json first: a crash before the queue entry leaves a PENDING attempt with
             # no entry, which poll() reports as VANISHED (and --retry resubmits).
             update_job(sub.folder, _queued(name), durable=False)
-            item = {
-                "version": 1, "sig": sub.sig, "folder": str(sub.folder), "gpus": sub.resources.gpus,
-                "cwd": str(self.ctx.root),
-                "command": worker_command(self.ctx.main_spec, self.ctx.root, sub.argv,
-                                          self.ctx.python),
-                "env": worker_env(env, self.ctx.dir, sub.sig, {}),
-            }  # fmt: skip
+            attempt = AttemptSpec.for_xp(self.ctx, sub.sig, sub.folder, sub.argv, "local",
+                                         env=env, job_id=name)  # fmt: skip
+            # "gpus" is how many the XP asks for; the daemon picks which (pool.py).
+            item = {"version": 1, "sig": sub.sig, "gpus": sub.resources.gpus, **attempt.to_json()}
             _write_private(queue / name, item)
         ensure_daemon(self.pool, self.ctx.python or sys.executable)
 
@@ -283,3 +290,32 @@ def ensure_daemon(pool: Path, python: str) -> None:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
         )  # fmt: skip
+
+
+# -- the registry's entry ------------------------------------------------------------------
+def _check_values(section: Mapping[str, Any]) -> None:
+    configured_gpus(section, "gpus")
+    for key in ("workers", "xps_per_gpu"):
+        value = section.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):  # fmt: skip
+            raise UsageError(f"{key} must be a positive integer, got {value!r}")
+
+
+def _queue_file_hidden(job_id: str) -> Optional[str]:
+    # The pool's job ids are its queue files' names: the attempt's pid says more.
+    return None if job_id.endswith(".json") else job_id
+
+
+BACKEND = BackendSpec(
+    name="local",
+    description="a detached pool of worker processes on this machine (GPU slots included)",
+    factory=LocalBackend,
+    keys=("workers", "gpus", "xps_per_gpu"),
+    check_values=_check_values,
+    detect=lambda env: Choice("the default"),
+    # Records written by `gridman run` and by an Evaluator (a process on this host, with its
+    # pid) are polled like local ones: a dead process shows VANISHED.
+    aliases=(FOREGROUND, "evaluator"),
+    job_label=_queue_file_hidden,
+)

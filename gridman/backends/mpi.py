@@ -15,17 +15,17 @@ import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 from ..core.jobs import JobRecord, State, now, pid_alive, this_host, update_job
 from ..core.liveness import mark_vanished
 from ..errors import UsageError
-from .base import Backend, LaunchContext, Submission
-from .local import discover_gpus
+from .attempt import AttemptSpec, run_guarded
+from .base import Backend, BackendSpec, Choice, LaunchContext, Submission
+from .local import configured_gpus, discover_gpus
 from .mpienv import local_rank, world
-from .runner import run_attempt, worker_command, worker_env
 
 TASK, RESULT, STOP = 1, 2, 3
 _BACKOFF_CAP = 0.005
@@ -84,17 +84,11 @@ class MPIBackend(Backend):
         dispatch(comm, tasks, self.ctx.progress)
 
     def _task(self, sub: Submission, job_id: str) -> dict[str, Any]:
-        ctx = self.ctx
-        return {
-            "sig": sub.sig,
-            "folder": str(sub.folder),
-            "job_id": job_id,
-            "gpus": sub.resources.gpus,
-            "cwd": str(ctx.root),
-            "command": worker_command(ctx.main_spec, ctx.root, sub.argv, ctx.python),
-            "env": worker_env(xp_environment(ctx.env), ctx.dir, sub.sig, {}),
-            "settings": dict(ctx.settings),
-        }
+        attempt = AttemptSpec.for_xp(self.ctx, sub.sig, sub.folder, sub.argv, "mpi",
+                                     env=xp_environment(self.ctx.env), job_id=job_id)  # fmt: skip
+        # "gpus": how many the XP asks for; the rank picks which (rank_gpus).
+        return {"sig": sub.sig, "gpus": sub.resources.gpus, "settings": dict(self.ctx.settings),
+                **attempt.to_json()}  # fmt: skip
 
     def poll(self, jobs: Sequence[tuple[Path, JobRecord]]) -> dict[Path, JobRecord]:
         """XPs of an allocation that is gone: RUNNING ones as the runner check says, PENDING
@@ -196,16 +190,14 @@ def serve(comm: Any) -> None:
 
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
     """Run one XP as a child process; never raises (the rank must survive any XP)."""
-    env = dict(task["env"])
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(rank_gpus(task))
     try:
-        result = run_attempt(
-            Path(task["folder"]), task["command"], cwd=Path(task["cwd"]), env=env,
-            backend="mpi", job_id=task["job_id"], new_session=True,
-        )  # fmt: skip
-        return {"sig": task["sig"], "state": result.state.value, "exit_code": result.exit_code}
+        spec = AttemptSpec.from_json(task, backend="mpi", gpus=tuple(rank_gpus(task)))
     except Exception as exc:
-        return {"sig": task["sig"], "state": State.FAILED.value, "error": repr(exc)}
+        return {"sig": task.get("sig"), "state": State.FAILED.value, "error": repr(exc)}
+    outcome = run_guarded(spec)
+    if outcome.error is not None:
+        return {"sig": task["sig"], "state": outcome.state, "error": outcome.error}
+    return {"sig": task["sig"], "state": outcome.state, "exit_code": outcome.exit_code}
 
 
 def rank_gpus(task: dict[str, Any]) -> list[str]:
@@ -244,3 +236,36 @@ def run_rank(main: Callable[[], Any]) -> int:
         for worker in range(1, comm.Get_size()):
             comm.send(None, dest=worker, tag=STOP)
     return 0
+
+
+# -- the registry's entry ------------------------------------------------------------------
+def _detect(env: Mapping[str, str]) -> Optional[Choice]:
+    rank, size = world(env)
+    if size > 1:  # this process is a rank: the job's other ranks wait for XPs
+        return Choice(f"running as rank {rank} of an MPI job of {size} ranks", over_config=True)
+    return None
+
+
+def _entry(main: Callable[[], Any]) -> Optional[int]:
+    """Under ``mpiexec -n N gridman ...`` every rank runs gridman: rank 0 the command, the
+    others serve it (run_rank)."""
+    if world()[1] > 1:
+        return run_rank(main)
+    return None
+
+
+def _check_values(section: Mapping[str, Any]) -> None:
+    configured_gpus(section, "gpus")
+    if section.get("bind_gpus") not in (None, True, False):
+        raise UsageError(f"bind_gpus must be true or false, got {section['bind_gpus']!r}")
+
+
+BACKEND = BackendSpec(
+    name="mpi",
+    description="the ranks of the MPI job this command runs in (mpiexec -n N gridman grid ...)",
+    factory=MPIBackend,
+    keys=("gpus", "bind_gpus"),
+    check_values=_check_values,
+    detect=_detect,
+    entry=_entry,
+)

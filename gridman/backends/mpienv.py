@@ -8,6 +8,8 @@ set SLURM_NTASKS too).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Optional
 
 _PAIRS = (
     ("PMI_RANK", "PMI_SIZE"),
@@ -17,12 +19,13 @@ _PAIRS = (
 _LOCAL = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
 
 
-def world() -> tuple[int, int]:
-    """(rank, size) of this process; (0, 1) outside an MPI job."""
+def world(env: Optional[Mapping[str, str]] = None) -> tuple[int, int]:
+    """(rank, size) of this process (or of the one with ``env``); (0, 1) outside an MPI job."""
+    env = os.environ if env is None else env
     for rank, size in _PAIRS:
-        if rank in os.environ and size in os.environ:
+        if rank in env and size in env:
             try:
-                return int(os.environ[rank]), int(os.environ[size])
+                return int(env[rank]), int(env[size])
             except ValueError:
                 continue
     return 0, 1

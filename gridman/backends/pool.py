@@ -4,7 +4,8 @@ Runs queued XPs (queue/*.json, oldest first) with at most ``workers`` at once an
 (at most ``xps_per_gpu`` XPs per GPU). One daemon per XP root, guaranteed by an flock on
 ``daemon.lock``; it exits after a short idle period and is restarted on demand by the next
 submission. An entry is claimed by renaming it into ``claimed/`` (atomic: a cancel that
-unlinks it first wins), and each XP runs through the shared runner in its own session.
+unlinks it first wins), and each XP runs through the shared attempt entry (attempt.py), in its
+own session.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.fsutil import file_lock, read_json
-from ..errors import XPBusyError
-from .runner import run_attempt
+from .attempt import AttemptSpec, run_guarded
 
 IDLE_EXIT = 2.0
 TICK = 0.1
@@ -106,19 +106,13 @@ class Pool:
             self.gpu_load[gpu] -= 1
 
     def run(self, name: str, item: dict[str, Any], slots: list[str]) -> None:
-        env = dict(item["env"])
-        # XPs see only the GPUs they were given; one that asked for none sees none.
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(slots)
         try:
-            result = run_attempt(
-                Path(item["folder"]), item["command"], cwd=Path(item["cwd"]), env=env,
-                backend="local", job_id=name, new_session=True,
-            )  # fmt: skip
-            _log(f"{item['sig']} {result.state.value} exit={result.exit_code} gpus={slots}")
-        except XPBusyError as exc:
-            _log(f"{item['sig']} not started: {exc.message}")
-        except Exception:
-            _log(f"{item['sig']} runner error:\n{traceback.format_exc()}")
+            # The queue file's name is the job id; XPs see only the GPUs they were given.
+            spec = AttemptSpec.from_json(item, backend="local", job_id=name, gpus=tuple(slots))
+            outcome = run_guarded(spec)
+            _log(f"{item.get('sig')} {outcome.text()} gpus={slots}")
+        except Exception:  # an entry the attempt cannot even be read from
+            _log(f"{item.get('sig')} runner error:\n{traceback.format_exc()}")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.claimed / name)

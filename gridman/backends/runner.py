@@ -1,8 +1,9 @@
 """Runs one attempt of an XP as a child process and records it in ``job.json``.
 
-Shared by every backend that runs XPs on the machine it is on (``gridman run``, the local pool,
-MPI ranks): the child is ``python -m gridman.backends.worker``, its output goes to the attempt's
-log (and, in the foreground, to the console too), and its end is recorded with its exit status.
+Every backend reaches it through attempt.py (``gridman run``, the local pool, MPI ranks, Slurm
+jobs, the inline backend): the child is ``python -m gridman.backends.worker``, its output goes
+to the attempt's log (and, in the foreground, to the console too), and its end is recorded with
+its exit status.
 The XP's run lock is held for the whole attempt, so a second runner of the same XP is refused
 and a vanished runner is detectable (core/liveness.py).
 """
@@ -88,6 +89,7 @@ def run_attempt(
     job_id: Optional[str] = None,
     new_session: bool = False,
     on_start: Optional[Callable[[subprocess.Popen[bytes]], None]] = None,
+    call: Optional[Callable[[Path], int]] = None,
 ) -> RunResult:
     """Run ``command`` as a new attempt of the XP in ``folder`` and record how it ended.
 
@@ -96,6 +98,8 @@ def run_attempt(
     recorded RUNNING once its process exists (with its pid: one durable write), then ended.
     A backend that queued the attempt under ``job_id`` has it taken over, not duplicated.
     ``on_start`` gets the child process once it exists (the Slurm job stops it on preemption).
+    With ``call``, the attempt runs in this process instead of a child: it gets the log's path
+    and returns the exit status (``command`` is unused).
     """
     with file_lock(folder / RUN_LOCK, blocking=False) as got:
         if not got:
@@ -111,6 +115,8 @@ def run_attempt(
         if cancel_requested(folder):
             update_job(folder, lambda r: _start_attempt(r, backend, job_id, new_session, None))
             code, state = None, State.CANCELLED
+        elif call is not None:
+            code, state = _call(call, folder, log, backend, job_id)
         else:
             env = {**env, "GRIDMAN_STATUS_FILE": str(status_file(folder, n))}
             code, state = _spawn(command, cwd, env, log, echo, folder, backend, job_id,
@@ -120,6 +126,16 @@ def run_attempt(
         update_job(folder, _ended(n, state, code))
         clear_cancel(folder)
         return RunResult(folder.name, folder, state, code, n, log)
+
+
+def _call(
+    call: Callable[[Path], int], folder: Path, log: Path, backend: str, job_id: Optional[str]
+) -> tuple[int, State]:
+    """An attempt run in this process: RUNNING with this process's pid, then its status."""
+    update_job(folder, lambda r: _start_attempt(r, backend, job_id, False, os.getpid()),
+               durable=False)  # fmt: skip
+    code = call(log)
+    return code, State.COMPLETED if code == 0 else State.FAILED
 
 
 def _ended(n: int, state: State, code: Optional[int]) -> Callable[[JobRecord], JobRecord]:

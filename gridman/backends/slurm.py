@@ -22,7 +22,7 @@ import secrets
 import shlex
 import shutil
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -41,7 +41,7 @@ from ..core.jobs import (
 from ..core.liveness import clear_cancel, request_cancel, worker_status
 from ..core.resources import Resources
 from ..errors import UsageError
-from .base import Backend, LaunchContext, Submission
+from .base import Backend, BackendSpec, Choice, LaunchContext, Submission
 from .slurm_job import XPTask
 from .slurm_query import JobInfo, SlurmError, SlurmView, max_array_size, sacct_by_name, scancel
 
@@ -441,3 +441,33 @@ def _end(n: int, state: State, code: Optional[int], node: Optional[str]) -> Any:
                                   exit_code=latest.exit_code if code is None else code)  # fmt: skip
 
     return change
+
+
+# -- the registry's entry ------------------------------------------------------------------
+def _detect(env: Mapping[str, str]) -> Optional[Choice]:
+    if shutil.which("sbatch", path=env.get("PATH")):
+        return Choice("sbatch is on PATH; --backend local runs XPs on this machine")
+    return None
+
+
+def _check_values(section: Mapping[str, Any]) -> None:
+    for key in ("signal_delay_s", "max_array_size", "cache_s"):
+        value = section.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value < 0):  # fmt: skip
+            raise UsageError(f"{key} must be a non-negative number, got {value!r}")
+    if section.get("group_arrays") not in (None, True, False):
+        raise UsageError(f"group_arrays must be true or false, got {section['group_arrays']!r}")
+
+
+BACKEND = BackendSpec(
+    name="slurm",
+    description="a Slurm cluster, as job arrays through submitit (default when sbatch is on PATH)",
+    factory=SlurmBackend,
+    keys=BACKEND_KEYS,
+    check_values=_check_values,
+    detect=_detect,
+    # As in Dora, `slurm:` also holds the resources every launcher starts from (partition,
+    # time, gpus...): used by every backend that can (GPUs locally too).
+    resource_defaults=True,
+)

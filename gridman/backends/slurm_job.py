@@ -1,13 +1,13 @@
 """What runs inside a Slurm job: one XP through the shared runner, checkpointed by submitit.
 
 submitit unpickles an :class:`XPTask` in the job and calls it; the task runs the XP as a child
-process (``python -m gridman.backends.worker``) with the shared runner, which takes over the PENDING
-attempt the backend recorded under this job id, writes RUNNING (node, pid), the XP's own status
-file and the end. When Slurm warns of the time limit or of a preemption (USR2, ``--signal``),
-submitit calls :meth:`XPTask.checkpoint`: the attempt is recorded TIMEOUT or PREEMPTED and, up
-to ``max_num_timeout`` timeouts (preemptions always), a new PENDING attempt is recorded and the
-job requeued with the same id; the training code resumes from its folder. Without a requeue the
-XP keeps its last seconds and Slurm ends it.
+process (``python -m gridman.backends.worker``) through the shared attempt entry (attempt.py), whose
+runner takes over the PENDING attempt the backend recorded under this job id, writes RUNNING (node,
+pid), the XP's own status file and the end. When Slurm warns of the time limit or of a preemption
+(USR2, ``--signal``), submitit calls :meth:`XPTask.checkpoint`: the attempt is recorded TIMEOUT or
+PREEMPTED and, up to ``max_num_timeout`` timeouts (preemptions always), a new PENDING attempt is
+recorded and the job requeued with the same id; the training code resumes from its folder. Without a
+requeue the XP keeps its last seconds and Slurm ends it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.jobs import JobRecord, State, now, read_job, update_job
-from .runner import run_attempt, worker_command, worker_env
+from .attempt import AttemptSpec, run_here
+from .runner import worker_command, worker_env
 from .slurm_query import SlurmError, map_state, run_slurm
+from .worker import IGNORE_SIGNALS
 
 _CURRENT: dict[str, subprocess.Popen[bytes]] = {}  # the XP's process, for checkpoint()
 _STOP_GRACE = 20.0
@@ -59,15 +61,16 @@ class XPTask:
     def __call__(self) -> str:
         _fix_submitit_timeout()
         folder = Path(self.folder)
-        env = worker_env(os.environ, Path(self.dir), folder.name, {"GRIDMAN_IGNORE_USR2": "1"})
-        command = worker_command(self.main_spec, Path(self.root), self.argv, self.python)
         job_id = slurm_job_id()
+        # Slurm's timeout/preemption warning (USR2) reaches every process of the job; this
+        # task handles it (checkpoint and requeue), and stops the XP itself: the XP ignores it.
+        extra = {IGNORE_SIGNALS: "SIGUSR2"}
+        env = worker_env(os.environ, Path(self.dir), folder.name, extra)
+        command = worker_command(self.main_spec, Path(self.root), self.argv, self.python)
         # A submission that died before recording the job id left its attempt without one.
         update_job(folder, _claim(os.environ.get("SLURM_JOB_NAME"), job_id), durable=False)
-        result = run_attempt(
-            folder, command, cwd=Path(self.root), env=env, backend="slurm",
-            job_id=job_id, new_session=True, on_start=_remember,
-        )  # fmt: skip
+        spec = AttemptSpec(folder, tuple(command), Path(self.root), env, "slurm", job_id)
+        result = run_here(spec, on_start=_remember)
         if result.state is State.FAILED and (result.exit_code or 0) < 0:
             _settle_killed(folder, result.attempt, job_id)
         if result.state is not State.COMPLETED:

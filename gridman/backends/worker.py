@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
+#: Signals the XP's process ignores, by name ("SIGUSR2"): set by a host that handles them.
+IGNORE_SIGNALS = "GRIDMAN_IGNORE_SIGNALS"
+
 
 def main(args: Optional[list[str]] = None) -> int:
     args = list(sys.argv[1:] if args is None else args)
@@ -21,15 +24,20 @@ def main(args: Optional[list[str]] = None) -> int:
         print("usage: python -m gridman.backends.worker MAIN ROOT -- ARGV...", file=sys.stderr)
         return 2
     spec, root, xp_argv = args[0], Path(args[1]), args[3:]
-    if os.environ.pop("GRIDMAN_IGNORE_USR2", None):
-        # Slurm's timeout/preemption warning reaches every process of the job; the job's
-        # runner handles it (checkpoint and requeue), the XP is stopped by it, not killed.
-        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    _ignore_signals(os.environ.pop(IGNORE_SIGNALS, ""))
     status = os.environ.get("GRIDMAN_STATUS_FILE")
     code = _run(spec, root, xp_argv)
     if status:
         _write_status(status, {"pid": os.getpid(), "ended": time.time(), "exit_code": code})
     return code
+
+
+def _ignore_signals(names: str) -> None:
+    """Ignore the signals a backend's host handles itself (it says which, by name)."""
+    for name in names.replace(",", " ").split():
+        number = getattr(signal, name.upper(), None)
+        if isinstance(number, signal.Signals):
+            signal.signal(number, signal.SIG_IGN)
 
 
 def exit_status(exc: SystemExit) -> int:

@@ -117,9 +117,9 @@ MAIN_HELP = "The main to use: a module (train), a path (train.py), optionally :N
 
 
 def _project() -> Any:
-    from ..core.project import load_project
+    from ..api.xp import open_project
 
-    return load_project()
+    return open_project()
 
 
 @app.command(context_settings=_PASS_THROUGH)
@@ -229,10 +229,13 @@ def _fmt(value: Any) -> str:
 
 
 def _attempt_text(attempt: dict[str, Any]) -> str:
+    from ..api.xp import job_label
+
     parts = [f"{attempt.get('state')}", f"on {attempt.get('backend')}"]
     job = str(attempt.get("job_id") or "")
-    if job and not job.endswith(".json"):  # the local pool's ids are its queue files' names
-        parts.append(f"job {job}")
+    label = job_label(str(attempt.get("backend")), job) if job else None
+    if label:  # each backend says how its ids show (some are worth less than the pid)
+        parts.append(f"job {label}")
     elif attempt.get("pid"):
         parts.append(f"pid {attempt['pid']}")
     if attempt.get("array_index") is not None:
@@ -322,12 +325,11 @@ _register_results()
 
 def main() -> None:
     """Console-script entry point (every rank's, under mpiexec)."""
-    from ..backends.mpienv import world
+    from ..api.entry import run_entry
 
-    if world()[1] > 1:
-        from ..backends.mpi import run_rank
-
-        sys.exit(run_rank(app))
+    code = run_entry(app)  # a backend may run every process of its job (mpiexec -n N gridman)
+    if code is not None:
+        sys.exit(code)
     app()
 
 

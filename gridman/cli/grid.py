@@ -58,7 +58,9 @@ def grid(
     tail: Optional[int] = typer.Option(None, "--tail", "-t", help="Follow the log of XP IDX."),
     folder: Optional[int] = typer.Option(None, "--folder", "-f", help="Print XP IDX's folder."),
     backend: Optional[str] = typer.Option(
-        None, "--backend", help="local, slurm, mpi or inline (default: see gridman.yaml)."
+        None,
+        "--backend",
+        help="Where XPs run (a wrong name lists them; default: see gridman.yaml).",
     ),
     workers: Optional[int] = typer.Option(None, "--workers", help="Local pool size (>= 1)."),
     gpus: Optional[int] = typer.Option(None, "--gpus", "-g", help="Override GPUs per XP."),

@@ -3,12 +3,17 @@
 ``gridman.yaml`` is optional; it names the main (``main: train`` — a module, or a path such as
 ``examples/train.py``, optionally ``:attr``) and project defaults. ``--main`` and the
 ``GRIDMAN_MAIN`` environment variable override it.
+
+Core knows its own keys only (:data:`CORE_KEYS`); every other top-level key is a section that
+another layer owns and checks (each backend its own, through the backend registry: the api
+layer passes their names as ``sections``).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -17,7 +22,8 @@ from ..errors import ConfigError, MainNotFoundError
 from .config import load_mapping
 
 PROJECT_FILE = "gridman.yaml"
-KNOWN_KEYS = ("main", "dir", "grids_dir", "backend", "local", "slurm", "mpi")
+#: The keys core reads itself; the others are sections of the layers that own them.
+CORE_KEYS = ("main", "dir", "grids_dir", "backend")
 HOW_TO = (
     "declare it with `main: train` (a module) or `main: path/to/train.py` in gridman.yaml "
     "at the project root, or pass --main, or set GRIDMAN_MAIN"
@@ -63,8 +69,15 @@ def find_root(start: Path) -> Optional[Path]:
     return None
 
 
-def load_project(start: Optional[Path] = None) -> Project:
-    """The project around ``start`` (default: the current directory)."""
+def load_project(
+    start: Optional[Path] = None, sections: Optional[Collection[str]] = None
+) -> Project:
+    """The project around ``start`` (default: the current directory).
+
+    With ``sections`` (the section names other layers own), any other top-level key is an
+    error; without, a key is only refused when it reads as a misspelt core key (``mian``): the
+    layers that own sections check them when they load the project.
+    """
     start = Path(start or Path.cwd())
     root = find_root(start)
     if root is None:
@@ -72,13 +85,20 @@ def load_project(start: Optional[Path] = None) -> Project:
     file = root / PROJECT_FILE
     settings = load_mapping(file)
     for key in settings:
-        if key not in KNOWN_KEYS:
-            close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(
-                f"{file}: unknown key {key!r}", f"{hint}valid keys: {', '.join(KNOWN_KEYS)}"
-            )
+        check_key(file, str(key), sections)
     return Project(root=root, file=file, settings=settings)
+
+
+def check_key(file: Path, key: str, sections: Optional[Collection[str]]) -> None:
+    """Raise a ConfigError when ``key`` is not a top-level key of gridman.yaml."""
+    if key in CORE_KEYS or (sections is not None and key in sections):
+        return
+    valid = [*CORE_KEYS, *(sections or ())]
+    close = difflib.get_close_matches(key, valid, n=1)
+    if sections is None and not close:
+        return  # another layer's section: checked by its owner
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"{file}: unknown key {key!r}", f"{hint}valid keys: {', '.join(valid)}")
 
 
 def main_spec(project: Project, override: Optional[str] = None) -> str:
