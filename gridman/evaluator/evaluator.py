@@ -4,8 +4,8 @@
     ev.submit([{"x": 0.5}, {"x": 1.5}])
     done = ev.gather("BATCH", size=1)      # or "ALL"
 
-This module is the public face: arguments, methods and their backends (backends.py,
-procpool.py, mpi.py), the MPI split of ranks, and the submit/gather/close loops. The queue,
+This module is the public face: arguments and the submit/gather/close loops; the methods
+(and how each starts its backend, the MPI split of ranks included) are methods.py's. The queue,
 the jobs and the callback events live in scheduler.py; the return conventions in outcome.py;
 persistence in store.py: with ``log_dir`` (or ``dir``) every configuration is an XP, a
 configuration already evaluated there is answered from disk without running, and one already
@@ -22,39 +22,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..errors import UsageError
-from .backends import Backend, SerialBackend, ThreadBackend
 from .job import Job, Task
+from .methods import COMMON_OPTIONS, Setup
+from .methods import METHODS as _METHODS
+from .methods import method as find_method
 from .scheduler import Plan, Scheduler
 from .worker import RunFunction
 
 if TYPE_CHECKING:
     from .csvdump import SavedKeys
 
-#: The methods, with what they are.
-METHODS = {
-    "serial": "in this process, one job at a time (debugging)",
-    "thread": "a pool of num_workers threads",
-    "process": "a pool of num_workers processes (the run function must be importable)",
-    "mpi": "the ranks of mpiexec -n N python script.py (rank 0 searches, the others evaluate)",
-    "slurm": "Slurm jobs, each batch of submitted configurations one job array",
-}
-_COMMON = frozenset(
-    {"num_workers", "callbacks", "run_function_kwargs", "log_dir", "dir", "cache",
-     "retry_failed", "max_jobs"}
-)  # fmt: skip
-_SPECIFIC = {"process": frozenset({"start_method", "prefetch"}),
-             "mpi": frozenset({"comm", "progress_thread"}),
-             "slurm": frozenset({"slurm"})}  # fmt: skip
+#: The methods, with what they are (methods.py holds them).
+METHODS = {name: m.description for name, m in _METHODS.items()}
 _open: weakref.WeakSet[Evaluator] = weakref.WeakSet()
 
 
 def check_method(method: str) -> None:
     """Raise a UsageError for an unknown method."""
-    if method not in METHODS:
-        raise UsageError(
-            f"unknown evaluator method {method!r}",
-            "valid methods: " + ", ".join(f"{k} ({v})" for k, v in METHODS.items()),
-        )
+    find_method(method)
 
 
 class Evaluator:
@@ -89,8 +74,7 @@ class Evaluator:
         progress_thread: Optional[bool] = None,
         slurm: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        check_method(method)
-        self._slurm = dict(slurm or {})
+        spec = find_method(method)
         if not callable(run_function):
             raise UsageError(f"the run function must be callable, not {run_function!r}")
         if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
@@ -108,15 +92,16 @@ class Evaluator:
         self._scheduler = Scheduler(
             method, self.cache, self.retry_failed, max_jobs, callbacks or ()
         )
-        if method == "mpi":
-            from .mpi import check_layout, mpi_comm, serve_rank
-
-            comm = mpi_comm(comm)
-            num_workers = check_layout(comm, num_workers)
-            if comm.Get_rank() != 0:
-                serve_rank(comm, run_function, self.run_function_kwargs)  # exits
-        self.num_workers = 1 if method == "serial" else (num_workers or 1)
-        self._backend = self._make_backend(start_method, prefetch, comm, progress_thread)
+        given = {"start_method": start_method, "prefetch": prefetch, "comm": comm,
+                 "progress_thread": progress_thread, "slurm": slurm}  # fmt: skip
+        options: Mapping[str, Any] = {k: v for k, v in given.items() if k in spec.options}
+        if spec.layout is not None:  # may never return (a process that serves)
+            options, num_workers = spec.layout(options, num_workers, run_function,
+                                               self.run_function_kwargs)  # fmt: skip
+        self.num_workers = 1 if spec.single_worker else (num_workers or 1)
+        self._backend = spec.start(Setup(run_function, self.run_function_kwargs,
+                                         self.num_workers, self._scheduler.report, self.dir,
+                                         options))  # fmt: skip
         self._scheduler.attach(self._backend)
         _open.add(self)
 
@@ -128,13 +113,13 @@ class Evaluator:
         **kwargs: Any,
     ) -> Evaluator:
         """An evaluator for ``method``, configured by ``method_kwargs`` (and/or ``kwargs``)."""
-        check_method(method)
+        spec = find_method(method)
         options = dict(method_kwargs or {})
         both = sorted(set(options) & set(kwargs))
         if both:
             raise UsageError(f"{', '.join(both)} given both in method_kwargs and as keywords")
         options.update(kwargs)
-        allowed = _COMMON | _SPECIFIC.get(method, frozenset())
+        allowed = COMMON_OPTIONS | spec.options
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise UsageError(
@@ -142,39 +127,6 @@ class Evaluator:
                 "valid options: " + ", ".join(sorted(allowed)),
             )
         return Evaluator(run_function, method, **options)
-
-    def _make_backend(
-        self,
-        start_method: Optional[str],
-        prefetch: Optional[int],
-        comm: Any,
-        progress_thread: Optional[bool],
-    ) -> Backend:
-        fn, kwargs, n = self.run_function, self.run_function_kwargs, self.num_workers
-        report = self._scheduler.report
-        if self.method == "serial":
-            return SerialBackend(fn, kwargs, report)
-        if self.method == "thread":
-            return ThreadBackend(fn, kwargs, n, report)
-        if self.method == "process":
-            from .procpool import ProcessBackend
-
-            backend = ProcessBackend(fn, kwargs, n, report, start_method, prefetch)
-            if backend.start_method != "fork":
-                _check_picklable(fn, kwargs, backend.start_method)
-            return backend
-        if self.method == "slurm":
-            from .slurm import SlurmBackend
-
-            folder = self.dir / ".slurm" if self.dir else Path.cwd() / ".gridman-evaluator"
-            return SlurmBackend(fn, kwargs, n, report, folder, self._slurm)
-        from .mpi import MPIBackend
-
-        try:
-            return MPIBackend(fn, kwargs, n, report, comm, progress_thread)
-        except BaseException:
-            _release_ranks(comm)  # rank 0 failed to start: the workers must not wait forever
-            raise
 
     # submitting
     def submit(self, configs: Iterable[Mapping[str, Any]]) -> list[int]:
@@ -349,25 +301,6 @@ def _wait(deadline: Optional[float], cap: float) -> float:
     if deadline is None:
         return cap
     return max(0.0, min(cap, deadline - time.monotonic()))
-
-
-def _check_picklable(fn: RunFunction, kwargs: Mapping[str, Any], start_method: str) -> None:
-    import pickle
-
-    try:
-        pickle.dumps((fn, kwargs))
-    except Exception as exc:
-        raise UsageError(
-            f"the run function cannot be sent to {start_method} worker processes ({exc})",
-            "define it at module level in an importable module (not a lambda or a nested "
-            "function), or use start_method='fork' or the thread method",
-        ) from None
-
-
-def _release_ranks(comm: Any) -> None:
-    from .mpi import release
-
-    release(comm)
 
 
 @atexit.register
