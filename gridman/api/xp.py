@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
@@ -16,7 +16,7 @@ from ..backends import LaunchContext, get_backend, registry
 from ..backends.attempt import FOREGROUND, AttemptSpec, run_here
 from ..backends.runner import RunResult
 from ..core.jobs import JobRecord, read_job
-from ..core.link import load_history
+from ..core.link import history_warnings, load_history
 from ..core.liveness import clear_cancel, is_running_here
 from ..core.loader import load_main
 from ..core.main import DecoratedMain
@@ -138,6 +138,8 @@ class XPInfo:
     last_metrics: Optional[dict[str, Any]]
     history_error: Optional[str]
     log: Optional[str]
+    #: damaged metrics journals, set aside or still in place (see core/link.py)
+    history_warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,11 +204,13 @@ def _describe(
     record = refreshed_record(project, folder) if exists else None
     history: list[Any] = []
     error = None
+    warnings: list[str] = []
     if exists:
         try:
             history = load_history(folder)
         except Exception as exc:  # one bad history is reported, never fatal
             error = str(exc)
+        warnings = history_warnings(folder)
     latest = record.latest if record else None
     log = str(folder / latest.log) if latest and latest.log else None
     last = history[-1] if history and isinstance(history[-1], dict) else None
@@ -223,4 +227,5 @@ def _describe(
         last_metrics=last,
         history_error=error,
         log=log,
+        history_warnings=warnings,
     )

@@ -32,6 +32,7 @@ from ..core.jobs import (
     this_host,
     update_job,
 )
+from ..core.link import settle_history
 from ..core.liveness import (
     cancel_requested,
     clear_cancel,
@@ -123,6 +124,7 @@ def run_attempt(
                                  new_session, on_start)  # fmt: skip
             if cancel_requested(folder):
                 state = State.CANCELLED
+        settle_history(folder)  # history.json whole before the end is seen (never raises)
         update_job(folder, _ended(n, state, code))
         clear_cancel(folder)
         return RunResult(folder.name, folder, state, code, n, log)

@@ -283,6 +283,7 @@ def _render_info(found: Any) -> str:
     rows += _job_rows(found.job or {})
     if found.history_error:
         rows.append(("history!", found.history_error))
+    rows += [("history!", warning) for warning in found.history_warnings]
     if found.last_metrics:
         rows.append(("metrics", _flat_text(found.last_metrics)))
     if found.log:

@@ -76,6 +76,10 @@ class XP:
         finally:
             _stack.pop()
             if self._link is not None:
+                # The XP's code is done with it: history.json alone holds every entry now
+                # (when it cannot be written, the journal still holds them: readers fold it).
+                with contextlib.suppress(OSError):
+                    self._link.settle()
                 self._link.close()
 
 
