@@ -8,7 +8,6 @@ backend (one batch each), make the Shepherd's plan and, unless ``dry_run``, comm
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from ..core.perf import paused_gc
 from ..core.project import Project, main_spec
 from ..core.resources import Resources
 from ..core.shep import Plan, Rules, make_plan
-from ..core.xp import init_many, xp_folder
+from ..core.xp import clear_xp_folder, clearable_target, init_many, xp_folder
 from ..errors import UsageError
 from .xp import check_project
 
@@ -227,10 +226,13 @@ def _commit(session: GridSession, plan: Plan, chosen: list[Sheep]) -> None:
         record = by_sig[sig].job if sig in by_sig else read_job(folder)
         if record is not None:
             jobs.append((folder, record))
+    if session.options.rules.clear:  # refuse a folder --clear may not delete, before cancelling
+        for sheep in chosen:
+            clearable_target(sheep.xp.folder, session.dir)
     cancel_jobs(session, jobs)
     if session.options.rules.clear:
         for sheep in chosen:
-            shutil.rmtree(sheep.xp.folder, ignore_errors=True)
+            clear_xp_folder(sheep.xp.folder, session.dir)  # through a link too, or raises
             sheep.job = None
     submit = [by_sig[sig] for sig in plan.to_submit() if sig in by_sig]
     init_many([s.xp for s in submit])

@@ -6,7 +6,6 @@ Nothing here prints, prompts or exits; the CLI (cli.py) renders what these retur
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +20,17 @@ from ..core.liveness import clear_cancel, is_running_here
 from ..core.loader import load_main
 from ..core.main import DecoratedMain
 from ..core.project import Project, check_key, load_project, main_spec
-from ..core.xp import XP, check_sig, init_xp, read_argv_file, require_xp_folder
+from ..core.signature import delta_from_json
+from ..core.xp import (
+    ARGV_FILE,
+    XP,
+    check_sig,
+    clear_xp_folder,
+    clearable_target,
+    init_xp,
+    read_argv_file,
+    require_xp_folder,
+)
 from ..errors import UsageError, XPBusyError
 
 
@@ -93,12 +102,12 @@ def prepare(
 def clear(prepared: Prepared) -> bool:
     """Delete the XP's folder (history, logs, checkpoints); refuses while it runs."""
     folder = prepared.xp.folder
+    clearable_target(folder, prepared.xp.dir)  # a link out of the XP root: refused first
     if not folder.exists():
         return False
     if is_running_here(folder):
         raise XPBusyError(f"XP {prepared.xp.sig} is running; not clearing it", "cancel it first")
-    shutil.rmtree(folder)
-    return True
+    return clear_xp_folder(folder, prepared.xp.dir)
 
 
 def run(
@@ -163,17 +172,30 @@ def info(
     if sig is not None and not argv:
         check_sig(sig)
         folder = require_xp_folder(xp_root(project, main_override), sig)
-        try:
-            stored = read_argv_file(folder)
-            xp_argv, delta = list(stored["argv"]), list(stored.get("delta") or [])
-        except (OSError, ValueError):
-            xp_argv, delta = [], []
+        xp_argv, delta = _stored_xp(folder)
     else:
         prepared = prepare(project, main_override, sig, argv or [])
         folder = prepared.xp.folder
         sig = prepared.xp.sig
         xp_argv, delta = prepared.xp.argv, [[k, v] for k, v in prepared.xp.delta]
     return _describe(sig, folder, xp_argv, delta, project)
+
+
+def _stored_xp(folder: Path) -> tuple[list[str], list[list[Any]]]:
+    """The argv and delta in the XP's argv.json (none without the file); a damaged file is
+    reported with its path and what to do (exit 2), like a damaged history."""
+    try:
+        stored = read_argv_file(folder)
+        delta = delta_from_json(stored.get("delta") or [])
+    except FileNotFoundError:
+        return [], []
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"XP {folder.name}: {folder / ARGV_FILE} is damaged ({exc})",
+            "re-create it with `gridman grid NAME --init` (a grid that holds this XP), or "
+            "name the XP by its arguments: gridman info -- ARGV",
+        ) from None
+    return [str(a) for a in stored["argv"]], [[k, v] for k, v in delta]
 
 
 def refreshed_record(project: Project, folder: Path) -> Optional[JobRecord]:

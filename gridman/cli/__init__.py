@@ -196,7 +196,9 @@ def info(
         data = found.to_json()
         if metrics:
             data["history"] = _history(found)
-        typer.echo(json.dumps(data, indent=2))
+        from ..core import jsonsafe  # NaN/inf as null: strict JSON
+
+        typer.echo(jsonsafe.dumps(data, indent=2))
         return
     typer.echo(_render_info(found))
     if metrics:

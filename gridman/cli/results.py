@@ -138,7 +138,9 @@ def show_diff(
         sig = prepare(project, main, None, argv).xp.sig
     found = diff_xps(project, main, sig, other)
     if as_json:
-        typer.echo(json.dumps(found.to_json(), indent=2))
+        from ..core import jsonsafe  # NaN/inf as null: strict JSON
+
+        typer.echo(jsonsafe.dumps(found.to_json(), indent=2))
         return
     typer.echo(render_diff(found))
 

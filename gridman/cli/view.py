@@ -5,7 +5,6 @@ Shared by ``gridman grid`` and ``gridman grid --stage`` (cli/stage.py).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -121,7 +120,9 @@ def watch(
                 item["plan"] = {"action": steps[row.sig].action.value,
                                 "reason": steps[row.sig].reason}  # fmt: skip
             data.append(item)
-        typer.echo(json.dumps(data, indent=1))
+        from ..core import jsonsafe  # NaN/inf as null: strict JSON
+
+        typer.echo(jsonsafe.dumps(data, indent=1))
     else:
         typer.echo(_table(session, rows, use_color(), view))
         typer.echo(_progress(rows))

@@ -11,6 +11,8 @@ import contextlib
 import functools
 import json
 import os
+import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,3 +235,55 @@ def _closest(sig: str, sigs: list[str]) -> list[str]:
     import difflib
 
     return difflib.get_close_matches(sig, sigs, n=5, cutoff=0.3)
+
+
+def clearable_target(folder: Path, dir: Path) -> Path:
+    """The folder that ``--clear`` empties for the XP folder ``folder`` of the XP root ``dir``.
+
+    An XP folder may be a symbolic link (to faster or bigger storage): what it points to is
+    cleared only when it lies inside the XP root; anywhere else it is refused (UsageError).
+    """
+    if not folder.is_symlink():
+        return folder
+    target = folder.resolve()
+    root = Path(dir).resolve()
+    if not target.is_relative_to(root) or target in (root, root / XPS):
+        raise UsageError(
+            f"XP folder {folder} is a symbolic link to {target}, not a folder inside the XP "
+            f"root {root}; --clear deletes nothing there",
+            f"delete {target} yourself (or replace the link with a folder), then run again",
+        )
+    return target
+
+
+def clear_xp_folder(folder: Path, dir: Path) -> bool:
+    """Delete the XP folder's content (history, logs, checkpoints); False when there was none.
+
+    A real folder is removed; a symbolic link (see :func:`clearable_target`) is kept, with the
+    folder it points to emptied, so the XP keeps its storage. Errors raise (a folder left
+    half-deleted would show its old history as the new one's).
+    """
+    target = clearable_target(folder, dir)
+    if not target.is_dir():
+        return False
+    for attempt in range(3):
+        try:
+            _empty(target, keep=target is not folder)
+            return True
+        except OSError:
+            if attempt == 2:
+                raise
+            time.sleep(0.2)  # a just-cancelled XP may still be writing its last files
+    return True
+
+
+def _empty(folder: Path, keep: bool) -> None:
+    """Remove ``folder`` (``keep``: only what it holds)."""
+    if not keep:
+        shutil.rmtree(folder)
+        return
+    for child in list(folder.iterdir()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
+from ..core import jsonsafe
 from ..errors import UsageError
 from .aggregate import Aggregation
 from .records import META, Results
@@ -137,14 +138,8 @@ def to_csv(table: Table) -> str:
 
 def to_json(table: Table) -> str:
     """A JSON array with one object per row (NaN and infinities as null)."""
-    data = [{c: _json_value(v) for c, v in zip(table.columns, row)} for row in table.rows]
-    return json.dumps(data, indent=1, allow_nan=False) + "\n"
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    data = [dict(zip(table.columns, row)) for row in table.rows]
+    return jsonsafe.dumps(data, indent=1) + "\n"  # the rule of every JSON output
 
 
 def to_markdown(table: Table) -> str:
