@@ -2,7 +2,7 @@
 
 Public API (imported lazily so that ``import gridman`` and ``gridman --help`` stay light):
 ``argparse_main``, ``yaml_main``, ``get_xp``, ``is_xp``, ``XP``, ``Link``, ``GridmanError``,
-``load`` (a grid's results as records, see results.py), ``Evaluator`` and ``RunningJob``
+``load`` (a grid's results as records, see api/load.py), ``Evaluator`` and ``RunningJob``
 (asynchronous evaluation of a function over configurations; the rest is in gridman.evaluator).
 """
 
@@ -23,7 +23,7 @@ _LAZY = {
     "GridmanError": "gridman.errors",
     "Explorer": "gridman.core.explore",
     "Launcher": "gridman.core.explore",
-    "load": "gridman.results.records",
+    "load": "gridman.api.load",
     "Results": "gridman.results.records",
     "Record": "gridman.results.records",
     "Evaluator": "gridman.evaluator",

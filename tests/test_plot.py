@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from gridman.results.format import SPARKS, fmt_value, metric_history, sparkline
 from gridman.results.plot import nice_ticks
-from gridman.results.table import SPARKS, fmt_value, metric_history, sparkline
 from gridman.testing import run_cli
 from gridman.testing.grids import make_grid_project, png_size
 

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 import gridman
+from gridman.api.load import load
 from gridman.errors import UnknownXPError, UsageError
 from gridman.results import records as results_mod
 from gridman.results.aggregate import aggregate, stat_of
 from gridman.results.export import aggregation_table, to_csv
-from gridman.results.records import Selection, load, pick
+from gridman.results.records import Selection, pick
 from gridman.testing import make_project, run_cli
 from gridman.testing.grids import make_grid_project, make_xp_folder
 

@@ -22,7 +22,8 @@ from gridman.results.rowcache import (
     code_fingerprint,
     is_plain,
 )
-from gridman.results.table import Row, build_rows
+from gridman.results.rows import Row
+from gridman.results.table import build_rows
 from gridman.testing.grids import fake_sheep
 
 FINGERPRINT = "test"

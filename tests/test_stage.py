@@ -195,7 +195,7 @@ def test_stage_on_the_local_pool(root: Path) -> None:
 
 def test_stage_metrics_in_python_results(root: Path) -> None:
     run_cli(["grid", "main", *INLINE, "--stage", "test", *EVAL], root)
-    from gridman.results.records import load
+    from gridman.api.load import load
 
     results = load("main", root=root, best="train.loss:min")
     assert [r.metrics.get("test.epochs") for r in results] == [2, 2, None]

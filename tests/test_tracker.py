@@ -12,13 +12,13 @@ import pytest
 import treetable as tt
 
 from gridman.core.explore import Explorer, Sheep
+from gridman.results.format import fmt_value
+from gridman.results.rows import Row
 from gridman.results.table import (
     Column,
-    Row,
     all_finished,
     build_rows,
     default_columns,
-    fmt_value,
     node_columns,
     render,
     summary,
@@ -231,18 +231,16 @@ def test_best_ignores_epochs_nan_bools_and_single_rows(tmp_path: Path) -> None:
 def test_render_1000_rows_is_fast(tmp_path: Path) -> None:
     rows = [
         Row(
-            i,
-            f"lr={i / 1000} seed={i % 7}",
-            f"{i:08x}",
-            "COMPLETED",
-            {
+            index=i,
+            name=f"lr={i / 1000} seed={i % 7}",
+            sig=f"{i:08x}",
+            state="COMPLETED",
+            folder=str(tmp_path),
+            metrics={
                 "epoch": i % 50,
                 "train": {"loss": 1 / (i + 1), "acc": i / 1000},
                 "valid": {"loss": 2 / (i + 1)},
             },
-            None,
-            [],
-            str(tmp_path),
         )
         for i in range(1000)
     ]

@@ -1,5 +1,5 @@
 """``gridman export``, ``gridman plot`` and ``gridman info --diff``: typer commands that render
-what results.py, export.py, plot.py and diff.py compute (rendering only)."""
+what api/load.py finds and results/ (records, export, plot, diff) computes (rendering only)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def _source(
     name: Optional[str], patterns: Optional[list[str]], sigs: Optional[list[str]],
     grids_dir: Optional[str], main: Optional[str],
 ) -> Any:  # fmt: skip
+    from ..api.load import grid_source, sigs_source
     from ..core.project import load_project
-    from ..results.records import grid_source, sigs_source
 
     project = load_project()
     if sigs:
@@ -128,7 +128,7 @@ def show_diff(
     other: str, as_json: bool,
 ) -> None:  # fmt: skip
     """``gridman info --sig A --diff B``: print what differs between two XPs."""
-    from ..results.diff import diff_xps
+    from ..api.load import diff_xps
 
     if sig is None:
         if not argv:
@@ -147,7 +147,7 @@ def show_diff(
 
 def render_diff(found: Any) -> str:
     from ..results.export import raw_text
-    from ..results.table import fmt_value
+    from ..results.format import fmt_value
 
     def cell(change: Any, side: str, default: str) -> str:
         present = change.in_a if side == "a" else change.in_b

@@ -9,7 +9,6 @@ are left out of a metric's statistics, and out of its count).
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any, Optional
 
 from ..core.names import grid_names
 from ..errors import UsageError
+from .format import fmt_value, is_number
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,6 @@ class Aggregation:
     base_name: str = ""
 
 
-def is_number(value: Any) -> bool:
-    """A finite int or float (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return math.isfinite(value)
-
-
 def stat_of(values: Sequence[Any]) -> Stat:
     numbers = [float(v) for v in values if is_number(v)]
     if not numbers:
@@ -124,6 +117,4 @@ def aggregate(
 
 
 def _default_fmt(value: float) -> str:
-    from .table import fmt_value
-
     return fmt_value(value)

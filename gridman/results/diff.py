@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from .aggregate import is_number
-from .records import Record, build_results, sigs_source
-
-if TYPE_CHECKING:
-    from ..core.project import Project
+from .format import is_number
+from .records import Record, Results
 
 
 @dataclass(frozen=True)
@@ -79,11 +76,11 @@ def changes(a: dict[str, Any], b: dict[str, Any]) -> tuple[Change, ...]:
     return tuple(out)
 
 
-def diff_xps(project: Project, main: Optional[str], sig_a: str, sig_b: str) -> XPDiff:
-    """Compare XPs ``sig_a`` and ``sig_b`` (UnknownXPError when either does not exist)."""
-    results = build_results(sigs_source(project, [sig_a, sig_b], main))
+def diff_records(results: Results) -> XPDiff:
+    """Compare the first and the last record of ``results`` (api/load.py's ``diff_xps`` reads
+    the two XPs by signature)."""
     first = results.records[0]
-    second = results.records[-1]  # the same record when sig_a == sig_b: no difference
+    second = results.records[-1]  # the same record when both sigs are one: no difference
     metrics_a = {"epoch": first.epoch, **first.metrics}
     metrics_b = {"epoch": second.epoch, **second.metrics}
     return XPDiff(first, second, changes(dict(first.params), dict(second.params)),

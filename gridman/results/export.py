@@ -1,8 +1,8 @@
 """Writers for result tables: CSV, JSON, Markdown and LaTeX (pure: they return text).
 
-A :class:`Table` is columns plus rows of raw values (None = missing: an empty cell, ``null``
-in JSON). CSV and JSON keep full precision; Markdown and LaTeX are for reading and reports,
-so numbers are shortened as in the grid table. Aggregated results write ``KEY:mean``,
+A :class:`Table` (rows.py) is columns plus rows of raw values (None = missing: an empty cell,
+``null`` in JSON). CSV and JSON keep full precision; Markdown and LaTeX are for reading and
+reports, so numbers are shortened as in the grid table. Aggregated results write ``KEY:mean``,
 ``KEY:std`` and ``KEY:count`` columns to CSV/JSON and ``mean ± std`` cells to Markdown/LaTeX.
 """
 
@@ -13,25 +13,18 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Union
 
 from ..core import jsonsafe
 from ..errors import UsageError
 from .aggregate import Aggregation
-from .records import META, Results
+from .format import fmt_value
+from .records import Results
+from .rows import EXPORT_META, Table
 
 FORMATS = ("csv", "json", "markdown", "latex")
 _EXTENSIONS = {".csv": "csv", ".json": "json", ".md": "markdown", ".markdown": "markdown",
                ".tex": "latex"}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Table:
-    """Columns and rows of raw values."""
-
-    columns: tuple[str, ...]
-    rows: tuple[tuple[Any, ...], ...]
 
 
 def format_for(option: str | None, path: str | None) -> str:
@@ -82,11 +75,9 @@ def aggregation_table(agg: Aggregation) -> Table:
 def display_table(results: Union[Results, Aggregation]) -> Table:
     """Text cells for reading: records as they are, groups as ``mean ± std`` (with ``(k)``
     when only k of the group's n XPs have the metric)."""
-    from .table import fmt_value
-
     if isinstance(results, Results):
         table = results.table()
-        plain = set(results.columns()[: len(META) + len(results.param_keys)])
+        plain = set(results.columns()[: len(EXPORT_META) + len(results.param_keys)])
         shows = [raw_text if c in plain else fmt_value for c in table.columns]
         return Table(table.columns, tuple(tuple(_text(v, f) for v, f in zip(row, shows))
                                           for row in table.rows))  # fmt: skip

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import UsageError
+from .format import fmt_value, lower_is_better, metric_history
 from .records import Source
 
 INSTALL_HINT = "pip install 'gridman[plot]' (matplotlib); .html and .svg plots need nothing"
@@ -52,13 +53,13 @@ def collect(source: Source, metric: str, title: str = "") -> Curves:
     """
     from ..core.config import flatten
     from ..core.link import load_history
-    from .table import metric_history
 
     series = []
     seen: dict[str, None] = {}
     for ref in source.refs:
+        folder = Path(ref.folder)
         try:
-            history = load_history(ref.folder) if ref.folder.exists() else []
+            history = load_history(folder) if folder.exists() else []
         except Exception:  # an unreadable history draws no curve
             continue
         values = metric_history(history, metric)
@@ -237,8 +238,6 @@ def _legend(series: Sequence[Series], x: float, y: float) -> list[str]:
 
 def to_html(curves: Curves, width: int = 800, height: int = 500) -> str:
     """A self-contained page: the SVG chart and a table of last and best values."""
-    from .table import fmt_value, lower_is_better
-
     esc = html.escape
     lower = lower_is_better(curves.metric)
     rows = []

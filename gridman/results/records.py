@@ -9,29 +9,23 @@ stages.py) join under their namespace (``test.acc``) whatever the selection. Rec
 different keys merge into one table; a missing cell is None (empty in exports), as in
 MI-Prometheus' GridAnalyzer.
 
-``load`` (``gridman.load``) is the Python entry point; ``gridman export`` renders the same.
+Records are rows (rows.py, the model the grid table shares) whose metrics are flat. Where
+the XPs come from (a grid, signatures) is the api's business: ``gridman.load`` is
+api/load.py; ``gridman export`` renders the same records.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional
 
 from ..core.config import flatten
 from ..errors import UsageError
-
-if TYPE_CHECKING:
-    from ..api.grid import GridSession
-    from ..core.project import Project
-    from .aggregate import Aggregation
-    from .export import Table
-
-#: Columns every record has, before its parameters and metrics.
-META = ("sig", "name", "state", "epoch")
+from .aggregate import Aggregation, aggregate
+from .format import is_number, lower_is_better
+from .rows import EXPORT_META, Row, Table, metric_column, param_column
 
 
 @dataclass(frozen=True)
@@ -58,8 +52,6 @@ class Selection:
             return cls()
         key, sep, mode = best.rpartition(":")
         if not sep:
-            from .table import lower_is_better
-
             key = best
             mode = "min" if lower_is_better(key) else "max"
         if not key or mode not in ("max", "min"):
@@ -84,8 +76,6 @@ class Pick:
 
 def pick(history: Sequence[Any], selection: Selection) -> Pick:
     """Apply ``selection`` to one XP's history (entries that are not dicts are skipped)."""
-    from .aggregate import is_number
-
     entries = [flatten(e) if isinstance(e, Mapping) else None for e in history]
     if selection.epoch is not None:
         if selection.epoch > len(entries):
@@ -118,125 +108,25 @@ def _leaves(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- where records come from -------------------------------------------------------------
 @dataclass(frozen=True)
-class XPRef:
-    """An XP to report on: what identifies it, its name and parameters, its state."""
-
-    sig: str
-    name: str
-    folder: Path
-    params: tuple[tuple[str, Any], ...]
-    state: str
-    argv: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Source:
-    """The XPs of a grid (or of a list of sigs), in order."""
+    """The XPs to report on, in order: rows with their meta fields and parameters, no metrics
+    yet (api/load.py makes them from a grid or from signatures)."""
 
-    refs: tuple[XPRef, ...]
+    refs: tuple[Row, ...]
     base_name: str = ""
     grid: Optional[str] = None
 
 
-def session_source(session: GridSession) -> Source:
-    """The selected XPs of an opened grid (their states as of its last refresh)."""
-    from ..core.names import grid_items
-
-    items = grid_items([s.xp.delta for s in session.sheeps], [s.xp.params for s in session.sheeps])
-    refs = []
-    for i in session.selected:
-        sheep = session.sheeps[i]
-        refs.append(XPRef(sheep.sig, session.names[i], sheep.xp.folder, tuple(items[i]),
-                          sheep.state or "NEW", tuple(sheep.xp.argv)))  # fmt: skip
-    return Source(tuple(refs), session.base_name, session.grid.name)
-
-
-def grid_source(
-    project: Project,
-    name: str,
-    patterns: Sequence[str] = (),
-    grids_dir: Optional[str] = None,
-    main: Optional[str] = None,
-) -> Source:
-    """Load grid ``name`` (running its explore function), select, refresh states."""
-    from ..api.grid import GridOptions, open_grid
-
-    options = GridOptions(name=name, patterns=tuple(patterns), grids_dir=grids_dir, main=main)
-    session = open_grid(project, options)
-    session.refresh()
-    return session_source(session)
-
-
-def sigs_source(project: Project, sigs: Sequence[str], main: Optional[str] = None) -> Source:
-    """XPs by signature. Parameters come from each ``argv.json`` delta: a parameter an XP left
-    at its default has an empty cell (the main is not imported)."""
-    from ..api.xp import xp_root
-    from ..core.liveness import mark_vanished
-    from ..core.names import grid_names
-    from ..core.signature import delta_from_json
-    from ..core.xp import check_sig, read_argv_file, require_xp_folder
-
-    if not sigs:
-        raise UsageError("no XP named", "give a grid name or signatures")
-    root = xp_root(project, main)
-    found = []
-    for sig in dict.fromkeys(sigs):
-        folder = require_xp_folder(root, check_sig(sig))
-        try:
-            stored = read_argv_file(folder)
-            argv, delta = tuple(str(a) for a in stored["argv"]), delta_from_json(stored["delta"])
-        except (OSError, ValueError, KeyError, TypeError):
-            argv, delta = (), []
-        record = mark_vanished(folder)
-        state = record.state.value if record and record.state else "NEW"
-        found.append((sig, folder, tuple(delta), state, argv))
-    base, names = grid_names([d for _, _, d, _, _ in found])
-    refs = tuple(
-        XPRef(sig, name, folder, delta, state, argv)
-        for (sig, folder, delta, state, argv), name in zip(found, names)
-    )
-    return Source(refs, base)
-
-
 # -- records -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Record:
-    """One XP: identity, parameters and chosen metrics (flat keys)."""
-
-    sig: str
-    name: str
-    state: str
-    folder: str
-    params: Mapping[str, Any]
-    metrics: Mapping[str, Any]
-    epoch: Optional[int]
-    error: Optional[str] = None
-
-    def row(self, param_keys: Collection[str] = ()) -> dict[str, Any]:
-        """Meta, parameters and metrics in one flat dict (see :meth:`Results.columns`); a
-        metric named like a parameter (of ``param_keys`` too) becomes ``metrics.KEY``."""
-        out: dict[str, Any] = {"sig": self.sig, "name": self.name, "state": self.state,
-                               "epoch": self.epoch}  # fmt: skip
-        for key, value in self.params.items():
-            out[_param_column(key)] = value
-        for key, value in self.metrics.items():
-            out[_metric_column(key, self.params, param_keys)] = value
-        return out
-
-
-def _param_column(key: str) -> str:
-    return f"params.{key}" if key in META else key
-
-
-def _metric_column(key: str, params: Collection[str], more: Collection[str] = ()) -> str:
-    return f"metrics.{key}" if key in META or key in params or key in more else key
+#: A record is a row (rows.py) whose metrics are flat and picked by a :class:`Selection`.
+Record = Row
 
 
 @dataclass(frozen=True)
 class Results:
     """Records of many XPs, merged: every key of any record is a column."""
 
-    records: tuple[Record, ...]
+    records: tuple[Row, ...]
     param_keys: tuple[str, ...]
     metric_keys: tuple[str, ...]
     selection: Selection = field(default_factory=Selection)
@@ -246,43 +136,39 @@ class Results:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __iter__(self) -> Iterator[Record]:
+    def __iter__(self) -> Iterator[Row]:
         return iter(self.records)
 
-    def __getitem__(self, index: int) -> Record:
+    def __getitem__(self, index: int) -> Row:
         return self.records[index]
 
     def columns(self) -> list[str]:
         """sig, name, state, epoch, the parameters, the metrics (``error`` when any)."""
-        params = [_param_column(k) for k in self.param_keys]
-        metrics = [_metric_column(k, self.param_keys) for k in self.metric_keys]
+        params = [param_column(k) for k in self.param_keys]
+        metrics = [metric_column(k, self.param_keys) for k in self.metric_keys]
         extra = ["error"] if any(r.error for r in self.records) else []
-        return list(dict.fromkeys([*META, *params, *metrics, *extra]))
+        return list(dict.fromkeys([*EXPORT_META, *params, *metrics, *extra]))
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per record with every column (None where a record has no value)."""
         columns = self.columns()
         out = []
         for record in self.records:
-            row = record.row(self.param_keys)
+            row = record.export_values(self.param_keys)
             if record.error:
                 row["error"] = record.error
             out.append({c: row.get(c) for c in columns})
         return out
 
     def table(self) -> Table:
-        from .export import Table
-
         columns = self.columns()
         return Table(tuple(columns), tuple(tuple(r[c] for c in columns) for r in self.rows()))
 
     def aggregate(self, over: str) -> Aggregation:
         """Group by every parameter but ``over``: mean, std and count of each metric."""
-        from .aggregate import aggregate
-
         return aggregate(
             [tuple(r.params.items()) for r in self.records],
-            [r.metrics for r in self.records],
+            [r.flat_metrics() for r in self.records],
             over,
             self.metric_keys,
         )
@@ -308,60 +194,16 @@ def build_results(source: Source, selection: Optional[Selection] = None) -> Resu
     records = []
     for ref in source.refs:
         error = None
+        folder = Path(ref.folder)
         try:
-            history = load_history(ref.folder) if ref.folder.exists() else []
+            history = load_history(folder) if folder.exists() else []
             chosen = pick(history, selection)
             metrics, epoch = dict(chosen.metrics), chosen.epoch
         except Exception as exc:  # one unreadable history marks its own record only
             metrics, epoch, error = {}, None, f"{type(exc).__name__}: {exc}"
-        for stage, values in stage_metrics(ref.folder).items():
+        for stage, values in stage_metrics(folder).items():
             metrics.update({f"{stage}.{k}": v for k, v in flatten(values).items()})
-        records.append(Record(ref.sig, ref.name, ref.state, str(ref.folder), dict(ref.params),
-                              metrics, epoch, error))  # fmt: skip
-    params = tuple(dict.fromkeys(k for r in source.refs for k, _ in r.params))
+        records.append(replace(ref, metrics=metrics, epoch=epoch, error=error))
+    params = tuple(dict.fromkeys(k for r in source.refs for k in r.params))
     metric_keys = tuple(dict.fromkeys(k for r in records for k in r.metrics))
     return Results(tuple(records), params, metric_keys, selection, source.base_name, source.grid)
-
-
-def load(
-    grid_or_sigs: Union[str, Sequence[str]],
-    patterns: Sequence[str] = (),
-    *,
-    best: Optional[str] = None,
-    epoch: Optional[int] = None,
-    root: Union[str, Path, None] = None,
-    main: Optional[str] = None,
-    grids_dir: Optional[str] = None,
-) -> Results:
-    """Records of a grid's XPs (a grid name, with optional patterns) or of XPs by signature.
-
-    >>> results = gridman.load("demo", best="valid.acc:max")   # doctest: +SKIP
-    >>> results.to_pandas()                                     # doctest: +SKIP
-
-    ``root`` is where to look for the project (default: the current directory); the grid's
-    explore function then runs from the project's root, as ``gridman grid`` would.
-    """
-    from ..core.project import load_project
-
-    selection = Selection.parse(best, epoch)
-    project = load_project(Path(root) if root is not None else None)
-    if not isinstance(grid_or_sigs, str) and patterns:
-        raise UsageError("patterns select XPs of a grid; with signatures, list them all")
-    # A main finds its XP root from the current directory, as the CLI does from the project.
-    with _inside(project.root if root is not None else None):
-        if isinstance(grid_or_sigs, str):
-            source = grid_source(project, grid_or_sigs, patterns, grids_dir, main)
-        else:
-            source = sigs_source(project, [str(s) for s in grid_or_sigs], main)
-        return build_results(source, selection)
-
-
-@contextlib.contextmanager
-def _inside(folder: Optional[Path]) -> Iterator[None]:
-    previous = os.getcwd()
-    if folder is not None:
-        os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)

@@ -1,12 +1,13 @@
-"""The tracker: the grid's XPs as rows (states, names, metrics), rendered as a table or JSON.
+"""The tracker: the grid's XPs as rows (states, names, metrics), rendered as a table.
 
-Rows come from each XP's history through the Explorer's ``process_sheep``/``process_history``
-(by default the last value of every metric, nested dicts as column groups). One unreadable
-history only marks its own row. Columns follow ``Explorer.get_grid_metrics()`` (treetable
-nodes) when it returns any, else every metric seen. Colours only on a terminal and never with
-``NO_COLOR``; the best value of each metric is highlighted. Metrics of stages (a test pass,
-see stages.py) join each row under the stage's name. ``spark`` adds a unicode sparkline of one
-metric's history; :func:`render_groups` draws an aggregation (mean ± std per group).
+Rows (:class:`~gridman.results.rows.Row`) come from each XP's history through the Explorer's
+``process_sheep``/``process_history`` (by default the last value of every metric, nested dicts
+as column groups). One unreadable history only marks its own row. Columns follow
+``Explorer.get_grid_metrics()`` (treetable nodes) when it returns any, else every metric seen.
+Colours only on a terminal and never with ``NO_COLOR``; the best value of each metric is
+highlighted. Metrics of stages (a test pass, see stages.py) join each row under the stage's
+name. ``spark`` adds a unicode sparkline of one metric's history; :func:`render_groups` draws an
+aggregation (mean ± std per group). Meta columns are the row's named fields (rows.TABLE_META).
 """
 
 from __future__ import annotations
@@ -22,33 +23,12 @@ from ..core.config import flatten
 from ..core.explore import Explorer, Sheep
 from ..core.link import load_history
 from ..core.perf import paused_gc
+from .format import LOWER_IS_BETTER_TAGS, fmt_value, lower_is_better, metric_history, sparkline
 from .rowcache import RowCache, RowKeys, file_key
+from .rows import TABLE_META, Row, table_meta_cells
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the aggregation's statistics are imported only when a view needs them
     from .aggregate import Aggregation
-
-
-@dataclass(frozen=True)
-class Row:
-    """One XP of the table."""
-
-    index: int
-    name: str
-    sig: str
-    state: str
-    metrics: dict[str, Any]  # nested, as the Explorer returned it
-    error: Optional[str]
-    argv: list[str]
-    folder: str
-    spark: str = ""  # sparkline of one metric's history (not part of the JSON rows)
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``--json`` contract: one object per XP with these keys."""
-        flat = {k: v for k, v in flatten(self.metrics).items() if not isinstance(v, dict)}
-        return {
-            "index": self.index, "name": self.name, "sig": self.sig, "state": self.state,
-            "argv": self.argv, "folder": self.folder, "metrics": flat, "error": self.error,
-        }  # fmt: skip
 
 
 def state_of(sheep: Sheep) -> str:
@@ -111,8 +91,8 @@ def _row(
     except Exception as exc:  # one bad history or hook marks its row, never the table
         metrics, error = {}, f"{type(exc).__name__}: {exc}"
     line = sparkline(metric_history(history, spark)) if spark else ""
-    return Row(index, name, xp.sig, state_of(sheep), metrics, error, list(xp.argv), str(folder),
-               line)  # fmt: skip
+    return Row(index=index, name=name, sig=xp.sig, state=state_of(sheep), folder=str(folder),
+               argv=tuple(xp.argv), metrics=metrics, error=error, spark=line)  # fmt: skip
 
 
 def _cached_metrics(explorer: Explorer, sig: str, folder: str, cache: RowCache) -> tuple[Any, bool]:
@@ -137,45 +117,6 @@ def _cached_metrics(explorer: Explorer, sig: str, folder: str, cache: RowCache) 
     metrics = explorer.process_history(history)
     cache.put(sig, keys, metrics)
     return metrics, keys.stages
-
-
-SPARKS = "▁▂▃▄▅▆▇█"
-
-
-def metric_history(history: Sequence[Any], key: str) -> list[Optional[float]]:
-    """One flattened metric's value in each entry (None where absent or not a number)."""
-    out: list[Optional[float]] = []
-    for entry in history:
-        value = flatten(entry).get(key) if isinstance(entry, Mapping) else None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        out.append(float(value) if ok and math.isfinite(value) else None)  # type: ignore[arg-type]
-    return out
-
-
-def sparkline(values: Sequence[Optional[float]], width: int = 24) -> str:
-    """``▁▃▅█``: values scaled between their min and max; gaps as spaces; longer series are
-    averaged into ``width`` buckets."""
-    if len(values) > width:
-        buckets = []
-        for b in range(width):
-            part = values[b * len(values) // width : (b + 1) * len(values) // width]
-            nums = [v for v in part if v is not None]
-            buckets.append(sum(nums) / len(nums) if nums else None)
-        values = buckets
-    nums = [v for v in values if v is not None]
-    if not nums:
-        return ""
-    low, high = min(nums), max(nums)
-    top = len(SPARKS) - 1
-    chars = []
-    for v in values:
-        if v is None:
-            chars.append(" ")
-        elif high == low:
-            chars.append(SPARKS[top // 2])
-        else:
-            chars.append(SPARKS[round((v - low) / (high - low) * top)])
-    return "".join(chars)
 
 
 def history_lengths(sheeps: Sequence[Sheep], indices: Sequence[int]) -> list[int]:
@@ -220,27 +161,6 @@ def node_columns(nodes: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[Col
     return out
 
 
-def fmt_value(value: Any, spec: str = "") -> str:
-    if value is None:
-        return ""
-    if spec:
-        try:
-            return format(value, spec)
-        except (TypeError, ValueError):
-            return str(value)
-    if isinstance(value, bool) or isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
-            return f"{value:.3e}"
-        digits = max(0, 4 - len(str(int(abs(value)))))
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-_LOWER_IS_BETTER = ("loss", "err", "ppl", "perplexity", "wer", "cer", "mse", "mae", "nll")
 _STATE_STYLE = {
     "COMPLETED": "32", "RUNNING": "36", "PENDING": "33", "NEW": "2", "CANCELLED": "35",
     "FAILED": "31", "VANISHED": "31", "TIMEOUT": "31", "OUT_OF_MEMORY": "31",
@@ -248,17 +168,15 @@ _STATE_STYLE = {
 }  # fmt: skip
 
 
-def lower_is_better(key: str) -> bool:
-    """Whether a metric named ``key`` looks like a loss or an error (its last component)."""
-    name = key.rsplit(".", 1)[-1].lower()
-    return any(tag in name for tag in _LOWER_IS_BETTER)
-
-
 def _get(metrics: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The leaf at ``path`` in nested metrics, or under its flat key (rows.py's two forms)."""
     node: Any = metrics
     for key in path:  # plain dicts first: isinstance against the Mapping ABC is slow
         if (type(node) is not dict and not isinstance(node, Mapping)) or key not in node:
-            return None
+            if len(path) > 1 and node is not metrics:
+                return None
+            node = metrics.get(".".join(path)) if len(path) > 1 else None
+            break
         node = node[key]
     if type(node) in _LEAVES:
         return node
@@ -281,8 +199,25 @@ def _best(rows: Sequence[Row], col: Column) -> Optional[float]:
     ]
     if len(values) < 2:
         return None
-    lower = any(tag in name for tag in _LOWER_IS_BETTER)
+    lower = any(tag in name for tag in LOWER_IS_BETTER_TAGS)  # the whole leaf key
     return float(min(values) if lower else max(values))
+
+
+@dataclass(frozen=True)
+class _Head:
+    """One column of the text: its header, the group title above it, how its cells align,
+    the meta field it shows (None for a metric) and the best value to highlight."""
+
+    title: str
+    group: str = ""
+    align: str = ">"
+    meta: Optional[str] = None
+    best: Optional[float] = None
+
+    @property
+    def block(self) -> tuple[Optional[str], str]:
+        """Columns of one block share a group header; `` | `` separates blocks."""
+        return (None, "") if self.meta is not None else ("metric", self.group)
 
 
 def render(
@@ -291,32 +226,27 @@ def render(
 ) -> str:  # fmt: skip
     """The table as text; ANSI colours only when ``color``; with ``spark`` (the metric's
     key), a last column holding each row's sparkline."""
-    meta = [("index", ">"), ("name", "<"), ("state", "<"), ("sig", "<")]
     if not columns and any(r.error for r in rows):
         columns = [Column(("error",), align="<")]  # somewhere to say what went wrong
     with paused_gc():  # a list per row, none in cycles
         table = [_cells(row, columns, spark) for row in rows]
-    headers = [m for m, _ in meta] + [c.path[-1] for c in columns]
-    aligns = [a for _, a in meta] + [c.align for c in columns]
-    groups = [""] * len(meta) + [".".join(c.path[:-1]) for c in columns]
-    best = [None] * len(meta) + [_best(rows, c) for c in columns]
+    heads = [_Head(name, align=align, meta=name) for name, align in TABLE_META]
+    heads += [_Head(c.path[-1], ".".join(c.path[:-1]), c.align, best=_best(rows, c))
+              for c in columns]  # fmt: skip
     if spark:
-        headers, aligns, groups = [*headers, spark], [*aligns, "<"], [*groups, "history"]
-        best.append(None)
-    widths = [max([len(h)] + [len(r[i]) for r in table if i < len(r)]) for i, h in
-              enumerate(headers)]  # fmt: skip
+        heads.append(_Head(spark, "history", "<"))
+    widths = [max([len(h.title)] + [len(r[i]) for r in table if i < len(r)]) for i, h in
+              enumerate(heads)]  # fmt: skip
+    first_metric = len(TABLE_META)
     if any(r.error for r in rows) and columns:
-        widths[len(meta)] = max(widths[len(meta)], 1)
-    lines = []
-    if base_name:
-        lines.append(f"Base: {base_name}")
-    lines += _header(headers, groups, widths, color)
-    seps = [_sep(groups, i) if i else "" for i in range(len(headers))]
+        widths[first_metric] = max(widths[first_metric], 1)
+    lines = [f"Base: {base_name}"] if base_name else []
+    lines += _header(heads, widths, color)
+    seps = _seps(heads)
     if color:
-        for row, cells in zip(rows, table):
-            lines.append(_line(row, cells, widths, aligns, seps, best, color, len(meta)))
+        lines += [_line(row, cells, heads, widths, seps) for row, cells in zip(rows, table)]
     else:  # the same text as _line without colours, at a fraction of the cost
-        specs = list(zip(seps, widths, [a == ">" for a in aligns]))
+        specs = list(zip(seps, widths, [h.align == ">" for h in heads]))
         lines += [
             "".join([sep + (cell.rjust(w) if right else cell.ljust(w))
                      for cell, (sep, w, right) in zip(cells, specs)]).rstrip()
@@ -326,7 +256,7 @@ def render(
 
 
 def _cells(row: Row, columns: Sequence[Column], spark: str) -> list[str]:
-    cells = [str(row.index), row.name, row.state, row.sig]
+    cells = table_meta_cells(row)
     if row.error:
         cells += [f"! {row.error}"] + [""] * (len(columns) - 1) if columns else []
     else:
@@ -336,26 +266,32 @@ def _cells(row: Row, columns: Sequence[Column], spark: str) -> list[str]:
     return cells
 
 
-def _sep(groups: Sequence[str], i: int) -> str:
-    return " | " if i > 0 and (i == 4 or groups[i] != groups[i - 1]) else "  "
+def _seps(heads: Sequence[_Head]) -> list[str]:
+    """What goes before each column: nothing first, `` | `` where a block starts."""
+    return [
+        "" if i == 0 else " | " if head.block != heads[i - 1].block else "  "
+        for i, head in enumerate(heads)
+    ]
 
 
-def _header(headers: list[str], groups: list[str], widths: list[int], color: bool) -> list[str]:
+def _header(heads: Sequence[_Head], widths: list[int], color: bool) -> list[str]:
+    """The column titles, under a line of group titles (each spanning its block's columns)
+    when any column has a group."""
+    seps = _seps(heads)
     top, bottom = [], []
     i = 0
-    while i < len(headers):
+    while i < len(heads):
         j = i
-        while j + 1 < len(headers) and groups[j + 1] == groups[i] and j + 1 != 4:
+        while j + 1 < len(heads) and heads[j + 1].block == heads[i].block:
             j += 1
         span = sum(widths[i : j + 1]) + 2 * (j - i)
-        top.append(_sep(groups, i) if i else "")
-        top.append(groups[i].center(span) if groups[i] else " " * span)
+        group = heads[i].group
+        top += [seps[i], group.center(span) if group else " " * span]
         for k in range(i, j + 1):
-            bottom.append(_sep(groups, k) if k else "")
-            bottom.append(headers[k].ljust(widths[k]))
+            bottom += [seps[k], heads[k].title.ljust(widths[k])]
         i = j + 1
     lines = ["".join(bottom).rstrip()]
-    if any(groups):
+    if any(h.group for h in heads):
         lines.insert(0, "".join(top).rstrip())
     if color:
         lines = [f"\033[1m{line}\033[0m" for line in lines]
@@ -363,34 +299,42 @@ def _header(headers: list[str], groups: list[str], widths: list[int], color: boo
 
 
 def _line(
-    row: Row, cells: list[str], widths: list[int], aligns: list[str], seps: list[str],
-    best: list[Any], color: bool, n_meta: int,
-) -> str:  # fmt: skip
+    row: Row, cells: list[str], heads: Sequence[_Head], widths: list[int], seps: list[str]
+) -> str:
     out = []
     for i, cell in enumerate(cells):
         width = widths[i] if i < len(widths) else len(cell)
-        text = cell.rjust(width) if aligns[i] == ">" else cell.ljust(width)
-        if color:
-            style = _cell_style(row, i, cell, best, n_meta)
-            if style:
-                text = f"\033[{style}m{text}\033[0m"
+        head = heads[i] if i < len(heads) else _Head("")
+        text = cell.rjust(width) if head.align == ">" else cell.ljust(width)
+        style = _cell_style(row, head, cell, first=i == len(TABLE_META))
+        if style:
+            text = f"\033[{style}m{text}\033[0m"
         out.append(seps[i] if i < len(seps) else "  ")
         out.append(text)
     return "".join(out).rstrip()
 
 
-def _cell_style(row: Row, i: int, cell: str, best: list[Any], n_meta: int) -> str:
-    if i == 2:
+def _cell_style(row: Row, head: _Head, cell: str, first: bool) -> str:
+    """A cell's colour: the state's, red for the error (in the first metric column), bold
+    green for a column's best value."""
+    if head.meta == "state":
         return _STATE_STYLE.get(row.state, "")
-    if row.error and i == n_meta:
+    if head.meta is not None:
+        return ""
+    if row.error and first:
         return "31"
-    if i >= n_meta and best[i] is not None and cell:
+    if head.best is not None and cell:
         try:
-            if math.isclose(float(cell), best[i], rel_tol=5e-4, abs_tol=1e-12):
+            if math.isclose(float(cell), head.best, rel_tol=5e-4, abs_tol=1e-12):
                 return "1;32"
         except ValueError:
             return ""
     return ""
+
+
+#: The meta columns of an aggregated table (render_groups), with their alignment.
+GROUP_META: tuple[tuple[str, str], ...] = (("group", ">"), ("name", "<"), ("n", ">"),
+                                           ("done", ">"))  # fmt: skip
 
 
 def render_groups(
@@ -398,30 +342,32 @@ def render_groups(
 ) -> str:
     """An aggregation as text: one line per group with its size, how many of its XPs are
     done, and ``mean ± std`` of each metric (``(k)`` when only k XPs have a value)."""
-    paths = [tuple(k.split(".")) for k in agg.metric_keys]
-    headers = ["group", "name", "n", "done"] + [p[-1] for p in paths]
-    groups = ["", "", "", ""] + [".".join(p[:-1]) for p in paths]
-    aligns = [">", "<", ">", ">"] + [">"] * len(paths)
-    best = [None] * 4 + [_best_mean(agg, k) for k in agg.metric_keys]
+    heads = [_Head(name, align=align, meta=name) for name, align in GROUP_META]
+    for key in agg.metric_keys:
+        path = key.split(".")
+        heads.append(_Head(path[-1], ".".join(path[:-1]), best=_best_mean(agg, key)))
     table = []
     for index, group in enumerate(agg.groups):
         done = sum(1 for m in group.members if m < len(states) and states[m] == "COMPLETED")
         cells = [str(index), group.name, str(group.size), str(done) if states else ""]
         cells += [group.stats[k].text(fmt_value, group.size) for k in agg.metric_keys]
         table.append(cells)
-    widths = [max([len(h)] + [len(r[i]) for r in table]) for i, h in enumerate(headers)]
+    widths = [max([len(h.title)] + [len(r[i]) for r in table]) for i, h in enumerate(heads)]
     lines = [f"Base: {base_name}"] if base_name else []
     lines.append(f"Aggregated over {agg.over}: mean ± std (count when not every XP has it)")
-    lines += _header(headers, groups, widths, color)
+    lines += _header(heads, widths, color)
+    seps = _seps(heads)
+    keys: list[Optional[str]] = [None] * len(GROUP_META)
+    keys += agg.metric_keys
     for group, cells in zip(agg.groups, table):
         out = []
-        for i, cell in enumerate(cells):
-            text = cell.rjust(widths[i]) if aligns[i] == ">" else cell.ljust(widths[i])
-            mean = group.stats[agg.metric_keys[i - 4]].mean if i >= 4 else None
-            top = best[i]
-            if color and top is not None and mean is not None and math.isclose(mean, top):
+        for i, (cell, head, metric) in enumerate(zip(cells, heads, keys)):
+            text = cell.rjust(widths[i]) if head.align == ">" else cell.ljust(widths[i])
+            mean = group.stats[metric].mean if metric is not None else None
+            if color and head.best is not None and mean is not None and (
+                    math.isclose(mean, head.best)):  # fmt: skip
                 text = f"\033[1;32m{text}\033[0m"
-            out += [_sep(groups, i) if i else "", text]
+            out += [seps[i], text]
         lines.append("".join(out).rstrip())
     return "\n".join(lines)
 
