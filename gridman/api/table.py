@@ -1,0 +1,91 @@
+"""The grid table's data: rows for a view of an opened grid, its columns, groups and JSON.
+
+``gridman grid`` (and ``gridman grid --stage``) ask for :func:`grid_rows` after each refresh;
+the CLI only renders what comes back (cli/view.py) and monitors. Rows are the one row model
+(results/rows.py) that exports and ``gridman.load`` share; they are read through the grid's
+row cache (results/rowcache.py) when the view allows it. ``View`` is imported by the CLI's
+command modules at start-up, so everything else here is imported when first used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from ..core.shep import Plan
+    from ..results.aggregate import Aggregation
+    from ..results.rowcache import RowCache
+    from ..results.rows import Row
+    from ..results.table import Column
+    from .grid import GridSession
+
+
+@dataclass(frozen=True)
+class View:
+    """How the table is drawn: cut histories, a sparkline column, or groups."""
+
+    trim: Optional[int] = None  # cut every history to the length of the selected XP #trim
+    trim_last: bool = False  # cut every history to the shortest one
+    spark: Optional[str] = None  # a flattened metric key: its sparkline in a last column
+    aggregate: Optional[str] = None  # group by every parameter but this one
+
+
+def grid_rows(session: GridSession, view: View, empty: frozenset[str] = frozenset()) -> list[Row]:
+    """The table's rows for the selected XPs; ``empty``: XPs whose folders were just created
+    (nothing to read in them). Unchanged histories come from the grid's row cache, which is
+    saved again when this view could use it."""
+    from ..results.table import build_rows, history_lengths
+
+    cut = None
+    if view.trim is not None:
+        cut = history_lengths(session.sheeps, [session.selected[view.trim]])[0]
+    elif view.trim_last:
+        cut = min(history_lengths(session.sheeps, session.selected), default=0)
+    cache = row_cache(session) if cut is None and not view.spark else None
+    rows = build_rows(session.grid.explorer, session.sheeps, session.selected, session.names,
+                      cut, spark=view.spark, cache=cache, empty=empty)  # fmt: skip
+    if cache is not None:
+        cache.save(s.sig for s in session.sheeps)
+    return rows
+
+
+def row_cache(session: GridSession) -> RowCache:
+    """The grid's cache of table rows (rowcache.py), keyed by the code that computes them."""
+    from ..results.rowcache import RowCache, cache_path, code_fingerprint
+
+    explorer = session.grid.explorer
+    roots = [session.project.root, session.grid.path.parent]
+    return RowCache.load(cache_path(session.dir, session.grid.name),
+                         code_fingerprint(explorer, roots))  # fmt: skip
+
+
+def table_columns(session: GridSession, rows: list[Row]) -> list[Column]:
+    """The Explorer's metric columns (``get_grid_metrics``), else every metric the rows have."""
+    from ..results.table import default_columns, node_columns
+
+    nodes = session.grid.explorer.get_grid_metrics()
+    return node_columns(nodes) if nodes else default_columns(rows)
+
+
+def grid_aggregation(session: GridSession, rows: list[Row], param: str) -> Aggregation:
+    """The rows grouped by every parameter of the grid but ``param`` (``--aggregate``)."""
+    from ..core.names import grid_items
+    from ..results.aggregate import aggregate
+
+    sheeps = session.sheeps
+    items = grid_items([s.xp.delta for s in sheeps], [s.xp.params for s in sheeps])
+    return aggregate([items[r.index] for r in rows], [r.flat_metrics() for r in rows], param)
+
+
+def json_rows(rows: list[Row], plan: Optional[Plan] = None) -> list[dict[str, Any]]:
+    """``gridman grid --json``: one object per row, with what the plan does to it if any."""
+    steps = {s.sig: s for s in plan.steps} if plan is not None else {}
+    data = []
+    for row in rows:
+        item = row.to_json()
+        if row.sig in steps:
+            item["plan"] = {"action": steps[row.sig].action.value,
+                            "reason": steps[row.sig].reason}  # fmt: skip
+        data.append(item)
+    return data
