@@ -1,4 +1,4 @@
-"""Command line: thin typer commands over gridman.api.xp; every GridmanError is caught here, once.
+"""Command line: thin typer commands over gridman.api; every GridmanError is caught here, once.
 
 Exit codes for every command: 0 success, 1 the command worked but some XPs failed, 2 bad usage
 or bad input, 3 an internal error (a bug: rerun with --verbose and report it).

@@ -1,4 +1,4 @@
-"""Helpers for testing grids, the Shepherd and the local pool (to be merged into testing.py).
+"""Helpers for testing grids, the Shepherd and the local pool: project builders, waits, records.
 
 Like :mod:`gridman.testing`, nothing here is imported by gridman itself. On top of its
 projects, these helpers write grid files and a training script that reports where and how it
