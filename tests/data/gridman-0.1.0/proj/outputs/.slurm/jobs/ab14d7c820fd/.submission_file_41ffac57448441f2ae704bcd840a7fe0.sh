@@ -1,0 +1,1 @@
+/tmp/gridman-compat-fixture/proj/outputs/.slurm/jobs/ab14d7c820fd/50_submission.sh
