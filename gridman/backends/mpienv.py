@@ -31,6 +31,11 @@ def world(env: Optional[Mapping[str, str]] = None) -> tuple[int, int]:
     return 0, 1
 
 
+def in_job() -> bool:
+    """Whether this process is one rank of several (the registry's entry gate for MPI)."""
+    return world()[1] > 1
+
+
 def local_rank() -> int:
     """Rank among the processes of this node (0 when unknown)."""
     for name in _LOCAL:

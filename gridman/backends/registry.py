@@ -16,10 +16,12 @@ import importlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError, UsageError
-from .base import Backend, BackendSpec, LaunchContext
+
+if TYPE_CHECKING:  # at run time imported by the functions that need it: see run_entry
+    from .base import Backend, BackendSpec, LaunchContext
 
 #: Every backend's module, in the order of the automatic choice (the first that says it can
 #: run here wins; inline never volunteers).
@@ -29,17 +31,24 @@ MODULES: tuple[str, ...] = (
     "gridman.backends.local",
     "gridman.backends.inline",
 )
+#: Backends whose ``entry`` may run the command line itself (every rank of their job), each
+#: with a light function saying whether this process is one of those: it is asked before any
+#: backend module is imported, so that every command's start-up stays light.
+ENTRY_GATES: dict[str, str] = {"gridman.backends.mpi": "gridman.backends.mpienv:in_job"}
 
 
 def specs() -> list[BackendSpec]:
     """Every registered backend, in the order of :data:`MODULES`."""
-    out = []
-    for module in MODULES:
-        spec = getattr(importlib.import_module(module), "BACKEND", None)
-        if not isinstance(spec, BackendSpec):
-            raise TypeError(f"{module} declares no BACKEND (a BackendSpec)")
-        out.append(spec)
-    return out
+    return [_declared(module) for module in MODULES]
+
+
+def _declared(module: str) -> BackendSpec:
+    from .base import BackendSpec
+
+    spec = getattr(importlib.import_module(module), "BACKEND", None)
+    if not isinstance(spec, BackendSpec):
+        raise TypeError(f"{module} declares no BACKEND (a BackendSpec)")
+    return spec
 
 
 def find(name: str) -> Optional[BackendSpec]:
@@ -144,7 +153,12 @@ def job_label(backend: str, job_id: str) -> Optional[str]:
 def run_entry(main: Callable[[], Any]) -> Optional[int]:
     """Let a backend run the command line's entry point when this process is one of its own
     (every rank of an MPI job); None when none did, and ``main`` is to be run as usual."""
-    for spec in specs():
+    # Every command starts here: nothing but the gates is imported unless one opens.
+    for module, gate in ENTRY_GATES.items():
+        gate_module, _, gate_name = gate.partition(":")
+        if not getattr(importlib.import_module(gate_module), gate_name)():
+            continue
+        spec = _declared(module)
         if spec.entry is not None:
             code = spec.entry(main)
             if code is not None:
