@@ -135,3 +135,9 @@ class BackendSpec:
         if not self.resource_defaults:
             return {}
         return {k: v for k, v in section.items() if k not in self.keys}
+
+
+def check_flag(section: Mapping[str, Any], key: str) -> None:
+    """A gridman.yaml section's ``key``, when set, is a boolean (a clear error otherwise)."""
+    if section.get(key) not in (None, True, False):
+        raise UsageError(f"{key} must be true or false, got {section[key]!r}")

@@ -23,7 +23,7 @@ from ..core.jobs import JobRecord, State, now, pid_alive, this_host, update_job
 from ..core.liveness import mark_vanished
 from ..errors import UsageError
 from .attempt import AttemptSpec, run_guarded
-from .base import Backend, BackendSpec, Choice, LaunchContext, Submission
+from .base import Backend, BackendSpec, Choice, LaunchContext, Submission, check_flag
 from .local import configured_gpus, discover_gpus
 from .mpienv import local_rank, world
 
@@ -256,8 +256,7 @@ def _entry(main: Callable[[], Any]) -> Optional[int]:
 
 def _check_values(section: Mapping[str, Any]) -> None:
     configured_gpus(section, "gpus")
-    if section.get("bind_gpus") not in (None, True, False):
-        raise UsageError(f"bind_gpus must be true or false, got {section['bind_gpus']!r}")
+    check_flag(section, "bind_gpus")
 
 
 BACKEND = BackendSpec(

@@ -41,7 +41,7 @@ from ..core.jobs import (
 from ..core.liveness import clear_cancel, request_cancel, worker_status
 from ..core.resources import Resources
 from ..errors import UsageError
-from .base import Backend, BackendSpec, Choice, LaunchContext, Submission
+from .base import Backend, BackendSpec, Choice, LaunchContext, Submission, check_flag
 from .slurm_job import XPTask
 from .slurm_query import JobInfo, SlurmError, SlurmView, max_array_size, sacct_by_name, scancel
 
@@ -456,8 +456,7 @@ def _check_values(section: Mapping[str, Any]) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value < 0):  # fmt: skip
             raise UsageError(f"{key} must be a non-negative number, got {value!r}")
-    if section.get("group_arrays") not in (None, True, False):
-        raise UsageError(f"group_arrays must be true or false, got {section['group_arrays']!r}")
+    check_flag(section, "group_arrays")
 
 
 BACKEND = BackendSpec(
