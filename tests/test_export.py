@@ -21,7 +21,7 @@ from gridman.results.export import (
     to_markdown,
 )
 from gridman.testing import run_cli
-from gridman.testing.grids import make_grid_project
+from gridman.testing.grids import trained_grid_project
 
 NASTY = "a_b & c% $5 #1 {x} ~y ^z \\w <q>"
 TABLE = Table(
@@ -104,10 +104,7 @@ GRIDS = {
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_grid_project(tmp_path_factory.mktemp("export") / "proj", GRIDS)
-    result = run_cli(["grid", "main", "--backend", "inline"], root)
-    assert result.exit_code == 0, result.output
-    return root
+    return trained_grid_project(tmp_path_factory.mktemp("export") / "proj", GRIDS)
 
 
 def loss(lr: float, seed: int, epoch: int) -> float:

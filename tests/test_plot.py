@@ -12,7 +12,7 @@ import pytest
 from gridman.results.format import SPARKS, fmt_value, metric_history, sparkline
 from gridman.results.plot import nice_ticks
 from gridman.testing import run_cli
-from gridman.testing.grids import make_grid_project, png_size
+from gridman.testing.grids import png_size, trained_grid_project
 
 GRIDS = {
     "main": "for lr in [0.2, 0.3]:\n    for seed in [0, 1]:\n"
@@ -23,10 +23,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_grid_project(tmp_path_factory.mktemp("plot") / "proj", GRIDS)
-    result = run_cli(["grid", "main", "--backend", "inline"], root)
-    assert result.exit_code == 0, result.output
-    return root
+    return trained_grid_project(tmp_path_factory.mktemp("plot") / "proj", GRIDS)
 
 
 def sigs_of(root: Path, *patterns: str) -> dict[str, str]:

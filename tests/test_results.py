@@ -20,7 +20,7 @@ from gridman.results.aggregate import aggregate, stat_of
 from gridman.results.export import aggregation_table, to_csv
 from gridman.results.records import Selection, pick
 from gridman.testing import make_project, run_cli
-from gridman.testing.grids import make_grid_project, make_xp_folder
+from gridman.testing.grids import make_xp_folder, trained_grid_project
 
 HISTORY = [
     {"train": {"loss": 0.9}, "valid": {"acc": 0.50}},
@@ -188,10 +188,7 @@ GRID = (
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_grid_project(tmp_path_factory.mktemp("results") / "proj", {"main": GRID})
-    result = run_cli(["grid", "main", "--backend", "inline"], root)
-    assert result.exit_code == 0, result.output
-    return root
+    return trained_grid_project(tmp_path_factory.mktemp("results") / "proj", {"main": GRID})
 
 
 def test_load_a_grid_with_patterns(trained: Path) -> None:

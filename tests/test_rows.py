@@ -20,7 +20,7 @@ import gridman
 from gridman.results.rows import EXPORT_META, META_FIELDS, TABLE_META, Row, table_meta_cells
 from gridman.results.table import default_columns, render
 from gridman.testing import run_cli
-from gridman.testing.grids import make_grid_project, parse_json_rows
+from gridman.testing.grids import parse_json_rows, trained_grid_project
 
 GRIDS = {
     "main": "for lr in [0.2, 0.3]:\n    for seed in [0, 1]:\n"
@@ -33,10 +33,7 @@ GRIDS = {
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_grid_project(tmp_path_factory.mktemp("rows") / "proj", GRIDS)
-    result = run_cli(["grid", "main", "--backend", "inline"], root)
-    assert result.exit_code == 0, result.output
-    return root
+    return trained_grid_project(tmp_path_factory.mktemp("rows") / "proj", GRIDS)
 
 
 def meta(item: Any, keys: tuple[str, ...] = ("index", "name", "sig", "state")) -> tuple[Any, ...]:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from . import make_project
+from . import make_project, run_cli
 
 if TYPE_CHECKING:
     from ..core.explore import Sheep
@@ -162,6 +162,17 @@ def make_grid_project(
 
 
 # -- job records -----------------------------------------------------------------------
+
+
+def trained_grid_project(root: Path, grids: Mapping[str, str], grid: str = "main") -> Path:
+    """A grid project whose ``grid`` has run to the end on the inline backend (for tests that
+    read results); returns ``root``."""
+    make_grid_project(root, grids)
+    result = run_cli(["grid", grid, "--backend", "inline"], root)
+    assert result.exit_code == 0, result.output
+    return root
+
+
 def job_record(
     state: Optional[Union[State, str]],
     *,
