@@ -6,6 +6,8 @@ to do, and exits with ``exit_code``. Nothing else in gridman prints or exits.
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Optional
 
 #: Exit codes shared by every command.
@@ -80,3 +82,48 @@ class HistoryError(GridmanError):
 
 class XPBusyError(GridmanError):
     """An operation that needs an XP to be idle found it running."""
+
+
+class StorageError(GridmanError):
+    """A file gridman needs cannot be written (full disk, read-only mount, no permission):
+    not a bug. The message names the path and the reason, the hint what to do."""
+
+
+#: The errors of the file system that are the machine's state, not a bug of gridman.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+#: Commands that only read: they work where the XP root cannot be written.
+LOOK_ONLY = "gridman grid NAME --dry-run, gridman info --sig SIG and gridman export NAME"
+
+
+def storage_error(exc: OSError) -> Optional[StorageError]:
+    """A :class:`StorageError` for ``exc`` when it is a full disk, a read-only file system or
+    a denied permission on a named path; None for any other error (a bug, reported as such)."""
+    if exc.errno not in STORAGE_ERRNOS:
+        return None
+    if exc.filename is None and exc.errno in (errno.EACCES, errno.EPERM):
+        return None  # a denied operation on no file (a signal...): not the disk's state
+    path = "a file" if exc.filename is None else os.fsdecode(exc.filename)
+    reason = exc.strerror or os.strerror(exc.errno)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        message = f"cannot write {path}: {reason} (the disk holding it is full)"
+        hint = "free space on that disk (df -h shows it), then run the command again"
+    elif exc.errno == errno.EROFS:
+        message = f"cannot write {path}: {reason}"
+        hint = ("remount it read-write, or point `dir:` in gridman.yaml (or GRIDMAN_DIR) at a "
+                "writable folder")  # fmt: skip
+    else:
+        user = _user_name()
+        message = f"cannot write {path}: {reason} (for user {user})"
+        hint = ("ask the owner of that folder for write access, or point `dir:` in "
+                "gridman.yaml (or GRIDMAN_DIR) at a folder you may write")  # fmt: skip
+    return StorageError(message, f"{hint}; looking needs no writing: {LOOK_ONLY}")
+
+
+def _user_name() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.geteuid()) if hasattr(os, "geteuid") else "?"

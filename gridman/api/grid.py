@@ -7,10 +7,13 @@ backend (one batch each), make the Shepherd's plan and, unless ``dry_run``, comm
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -18,7 +21,7 @@ from typing import Any, Optional
 from ..backends import Backend, LaunchContext, Submission, get_backend, registry
 from ..core.explore import Sheep
 from ..core.fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
-from ..core.grids import Grid, build_herd, grids_dir, list_grids, load_grid
+from ..core.grids import Grid, build_herd, grids_dir, list_grids, load_grid, merge_warning
 from ..core.jobs import JobRecord, read_job
 from ..core.loader import load_main
 from ..core.main import DecoratedMain
@@ -28,7 +31,7 @@ from ..core.project import Project, main_spec
 from ..core.resources import Resources
 from ..core.shep import Plan, Rules, make_plan
 from ..core.xp import clear_xp_folder, clearable_target, init_many, xp_folder
-from ..errors import UsageError
+from ..errors import STORAGE_ERRNOS, UsageError, storage_error
 from .xp import check_project
 
 GRIDS = "grids"
@@ -67,12 +70,19 @@ class GridSession:
     names: list[str]
     backend: Backend
     backend_reason: str
+    #: what the CLI should say on stderr before the plan (XPs merged by an exclude ...)
+    warnings: list[str] = field(default_factory=list)
     _backends: dict[str, Backend] = field(default_factory=dict)
     _submissions: Optional[list[Submission]] = None
 
     @property
     def dir(self) -> Path:
         return self.main.dir
+
+    @property
+    def record_key(self) -> str:
+        """Where this grid's records live under ``<dir>/grids/`` (see grid_record_key)."""
+        return grid_record_key(self.project, self.grid)
 
     def chosen(self) -> list[Sheep]:
         return [self.sheeps[i] for i in self.selected]
@@ -174,8 +184,9 @@ def open_grid(
         settings=settings, python=sys.executable, progress=progress,
     )  # fmt: skip
     backend = get_backend(name, ctx)
+    warning = merge_warning(grid, herd, main)
     return GridSession(project, options, spec, main, grid, sheeps, chosen, base, names,
-                       backend, reason)  # fmt: skip
+                       backend, reason, warnings=[warning] if warning else [])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -191,26 +202,65 @@ class GridResult:
 
 def run_grid(session: GridSession) -> GridResult:
     """Plan and (unless dry-run) commit, under the project lock so racing commands never
-    submit the same XP twice."""
+    submit the same XP twice. Where the XP root cannot be written (a read-only mount, no
+    permission, a full disk), a plan that changes nothing is still made and shown; one that
+    would write is refused with the path and the reason (StorageError, exit 2)."""
     opts = session.options
     chosen = session.chosen()
     session.backend.check(session.submissions())
-    dir = session.dir
-    dir.mkdir(parents=True, exist_ok=True)
-    with file_lock(dir / LOCK):
+    with project_lock(session.dir) as denied:
         session.refresh(chosen)
         removed = _removed(session)
         with paused_gc():  # a step per XP, none in cycles
             plan = make_plan([(s.sig, s.job) for s in chosen], opts.rules, removed)
+        writes = opts.init or (not opts.dry_run and _changes(plan, opts.rules))
+        if denied is not None and writes:
+            raise storage_error(denied) or denied
         initialised, created = 0, frozenset[str]()
         if opts.init:
             created = frozenset(init_many([s.xp for s in chosen]))
             initialised = len(chosen)
-        if opts.dry_run:
+        if opts.dry_run or denied is not None:
             return GridResult(plan, False, initialised, created)
         _commit(session, plan, chosen)
         _save_grid(session)
     return GridResult(plan, True, initialised, created)
+
+
+def _changes(plan: Plan, rules: Rules) -> bool:
+    """Whether committing ``plan`` writes anything besides the grid's own record."""
+    return bool(plan.to_submit() or plan.to_cancel() or rules.clear)
+
+
+@contextlib.contextmanager
+def project_lock(dir: Path) -> Iterator[Optional[OSError]]:
+    """Hold ``<dir>/.gridman.lock``; yields None, or the error that kept it from being created
+    or opened for writing (read-only mount, no permission, full disk). Then the lock file, when
+    it exists, is locked through a read-only descriptor (flock needs no write access: a
+    command that only looks still waits for one that commits), else nothing is held: looking
+    never needs to write."""
+    path = dir / LOCK
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(path))
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS:
+                raise
+            _shared_lock(stack, path)
+            yield exc
+            return
+        yield None
+
+
+def _shared_lock(stack: contextlib.ExitStack, path: Path) -> None:
+    """flock ``path`` through a read-only descriptor, released by ``stack`` (when it exists)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # no lock file (and none can be made): nobody commits here either
+    stack.callback(os.close, fd)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    stack.callback(fcntl.flock, fd, fcntl.LOCK_UN)
 
 
 def _submission(sheep: Sheep) -> Submission:
@@ -254,39 +304,89 @@ def cancel_jobs(session: GridSession, jobs: Sequence[tuple[Path, JobRecord]]) ->
         backend.cancel(items)
 
 
-def _grid_file(dir: Path, name: str) -> Path:
-    return dir / GRIDS / name / "sigs.json"
+def grid_record_key(project: Project, grid: Grid) -> str:
+    """The folder under ``<dir>/grids/`` that records what this grid asked for (its sigs, its
+    row cache): the grid's name for a file in the project's grids folder (as always), else
+    ``NAME@HASH`` of the file's path, so that same-named grids of two folders (``--grids-dir``)
+    never share a record, and never take each other's XPs for removed ones."""
+    if grid.path.parent == grids_dir(project):
+        return grid.name
+    digest = hashlib.sha1(_stored_path(project, grid.path).encode("utf8")).hexdigest()[:8]
+    return f"{grid.name}@{digest}"
 
 
-def _read_sigs(path: Path) -> list[str]:
+def _stored_path(project: Project, path: Path) -> str:
+    """``path`` relative to the project root when inside it (a moved project keeps its keys)."""
+    try:
+        return str(path.absolute().relative_to(project.root))
+    except ValueError:
+        return str(path.absolute())
+
+
+def _grid_file(dir: Path, key: str) -> Path:
+    return dir / GRIDS / key / "sigs.json"
+
+
+def _read_record(path: Path) -> dict[str, Any]:
     try:
         data = read_json(path)
-        return [str(s) for s in data.get("sigs", [])]
-    except (OSError, ValueError, AttributeError):
-        return []
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _sigs(record: dict[str, Any]) -> list[str]:
+    sigs = record.get("sigs")
+    return [str(s) for s in sigs] if isinstance(sigs, list) else []
 
 
 def _save_grid(session: GridSession) -> None:
-    path = _grid_file(session.dir, session.grid.name)
+    path = _grid_file(session.dir, session.record_key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"version": FORMAT_VERSION, "sigs": [s.sig for s in session.sheeps]}
-    atomic_write_json(path, data, fsync=True, indent=None)
+    data = {"version": FORMAT_VERSION, "sigs": [s.sig for s in session.sheeps],
+            "file": _stored_path(session.project, session.grid.path)}  # fmt: skip
+    try:
+        atomic_write_json(path, data, fsync=True, indent=None)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc  # a full disk: say where
+
+
+def _holders(session: GridSession) -> dict[str, list[str]]:
+    """For each sig, the other grids that asked for it last time and whose file still exists
+    (a deleted grid holds nothing), wherever their file lives."""
+    root = session.dir / GRIDS
+    project = session.project
+    default = grids_dir(project)
+    current = session.grid.path.parent
+    holders: dict[str, list[str]] = defaultdict(list)
+    for key in sorted(os.listdir(root)) if root.is_dir() else []:
+        if key == session.record_key:
+            continue
+        record = _read_record(_grid_file(session.dir, key))
+        stored = record.get("file")
+        if isinstance(stored, str):
+            file, label = project.resolve(stored), stored
+        else:  # written before records named their file: a grid of the project's folder
+            file, label = default / f"{key}.py", key
+            if not file.is_file():
+                file = current / f"{key}.py"
+        if file.is_file():
+            for sig in _sigs(record):
+                holders[sig].append(label if file.parent != default else file.stem)
+    return holders
 
 
 def _removed(session: GridSession) -> list[tuple[str, Optional[JobRecord], list[str]]]:
     """XPs the grid asked for last time and no longer does, with the other grids holding them."""
-    dir, name = session.dir, session.grid.name
+    dir = session.dir
     current = {s.sig for s in session.sheeps}
-    old = [s for s in _read_sigs(_grid_file(dir, name)) if s not in current]
+    own = _read_record(_grid_file(dir, session.record_key))
+    old = [s for s in _sigs(own) if s not in current]
     if not old:
         return []
-    holders: dict[str, list[str]] = defaultdict(list)
-    root = dir / GRIDS
-    alive = set(list_grids(grids_dir(session.project, session.options.grids_dir)))
-    for other in sorted(os.listdir(root)) if root.exists() else []:
-        if other != name and other in alive:  # a deleted grid holds nothing
-            for sig in _read_sigs(_grid_file(dir, other)):
-                holders[sig].append(other)
+    holders = _holders(session)
     out = []
     records = []
     for sig in old:

@@ -56,7 +56,7 @@ def row_cache(session: GridSession) -> RowCache:
 
     explorer = session.grid.explorer
     roots = [session.project.root, session.grid.path.parent]
-    return RowCache.load(cache_path(session.dir, session.grid.name),
+    return RowCache.load(cache_path(session.dir, session.record_key),
                          code_fingerprint(explorer, roots))  # fmt: skip
 
 

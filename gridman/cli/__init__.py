@@ -16,7 +16,14 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import EXIT_INTERNAL, EXIT_XP_FAILED, ArgvError, GridmanError, HelpRequested
+from ..errors import (
+    EXIT_INTERNAL,
+    EXIT_XP_FAILED,
+    ArgvError,
+    GridmanError,
+    HelpRequested,
+    storage_error,
+)
 from . import fast as clifast
 from .common import confirm_deletion
 
@@ -58,6 +65,12 @@ class _Group(TyperGroup):
         except Exception as exc:
             if _is_cli_framework(exc):  # usage errors, --help and exits: typer handles them
                 raise
+            # A full disk, a read-only mount, a denied permission: the machine's state, said
+            # with the path and what to do (exit 2), never an "internal error" to report.
+            known = storage_error(exc) if isinstance(exc, OSError) else None
+            if known is not None:
+                _report(ctx, f"gridman: error: {known}", exc)
+                raise typer.Exit(known.exit_code) from None
             _report(ctx, f"gridman: internal error: {type(exc).__name__}: {exc}", exc, bug=True)
             raise typer.Exit(EXIT_INTERNAL) from None
 

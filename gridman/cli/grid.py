@@ -130,6 +130,8 @@ def grid(
                                  account=account, qos=qos, comment=comment, sbatch=sbatch),
     )  # fmt: skip
     session = gridapi.open_grid(load_project(), options, progress=_progress_printer())
+    for warning in session.warnings:
+        _stderr(f"gridman: warning: {warning}")
     shown = [x for x in (log, tail, folder) if x is not None]
     if shown:
         if as_json:

@@ -8,9 +8,10 @@ argument aborts the whole grid with the grid file and line.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -51,6 +52,22 @@ class Sheep:
         return self.job.state.value if self.job and self.job.state else None
 
 
+@dataclass(frozen=True)
+class Merged:
+    """Launcher calls whose arguments differ only in excluded keys: one XP for both.
+
+    ``count``: how many calls were merged into an XP asked for before; ``first`` and
+    ``second``: the first such pair (origins and the values that differ, by key)."""
+
+    count: int
+    sig: str
+    first: tuple[str, dict[str, Any]]
+    second: tuple[str, dict[str, Any]]
+
+    def keys(self) -> list[str]:
+        return sorted(self.first[1])
+
+
 @dataclass
 class Herd:
     """The deduplicated XPs a grid asks for, in order, grouped into job arrays."""
@@ -64,6 +81,8 @@ class Herd:
     xp_dir: Optional[Path] = None
     #: ``value_to_argv`` results by (key, value type, value): a grid repeats its values
     argv_memo: ArgvMemo = field(default_factory=dict)
+    #: calls merged into an earlier XP although their values differ (an ``exclude`` did it)
+    merged: Optional[Merged] = None
 
     def add(self, xp: XP, resources: Resources, origin: str) -> None:
         old = self.sheeps.get(xp.sig)
@@ -75,11 +94,28 @@ class Herd:
                     "exclude or rename a parameter so that these XPs differ",
                 )
             self.duplicates += 1
+            if old.xp.params != xp.params:  # not the same call twice (Dora grids do that)
+                self._merged(old, xp, origin)
             return
         if self.array_resources is None:
             self.job_arrays.append([])  # a call outside job_array() is an array of one
         self.sheeps[xp.sig] = Sheep(xp, resources, len(self.job_arrays) - 1, origin=origin)
         self.job_arrays[-1].append(xp.sig)
+
+    def _merged(self, old: Sheep, xp: XP, origin: str) -> None:
+        """Count a call whose values differ from ``old``'s only where the signature does not
+        look (excluded keys); the first pair is kept as the example."""
+        if self.merged is not None:
+            self.merged = replace(self.merged, count=self.merged.count + 1)
+            return
+        a, b = old.xp.params, xp.params
+        keys = sorted(k for k in {*a, *b} if a.get(k, _MISSING) != b.get(k, _MISSING))
+        self.merged = Merged(
+            1,
+            xp.sig,
+            (old.origin, {k: a.get(k) for k in keys}),
+            (origin, {k: b.get(k) for k in keys}),
+        )
 
 
 class Launcher:
@@ -138,6 +174,7 @@ class Launcher:
                 argv += to_argv(self._main, kwargs, herd.argv_memo)
             if herd.array_resources is not None and herd.array_resources != self._resources:
                 raise UsageError("cannot change resources inside a job array")
+            check_argv_size(argv)
             if herd.xp_dir is None:
                 herd.xp_dir = self._main.dir
             xp = self._main.get_xp(argv, herd.xp_dir)
@@ -208,6 +245,77 @@ def _value_argv(
     if memo is None:
         return main.value_to_argv(key, value)
     return memoised(memo, key, value, main.value_to_argv)
+
+
+#: Linux's limit on one argument of a command line, its NUL included (MAX_ARG_STRLEN).
+MAX_ARG_STRLEN = 131072
+#: Room left for what the backends add around the XP's own arguments (the interpreter, the
+#: worker module, the main and the project root, a few environment variables).
+ARGV_MARGIN = 16384
+
+
+def check_argv_size(argv: Sequence[str]) -> None:
+    """Refuse an argv that the XP's process could not start with (execve answers E2BIG): an
+    argument over :data:`MAX_ARG_STRLEN`, or a command line that, with this environment,
+    exceeds the system's ``ARG_MAX``. Checked at plan time, where the grid file's line is
+    known, rather than when a backend starts the XP."""
+    chars = 0
+    for arg in argv:
+        chars += len(arg)
+    # A character is at most 4 bytes in UTF-8: most grids stop here, with one sum per XP.
+    if chars * 4 + 9 * len(argv) < min(MAX_ARG_STRLEN, _argv_budget()):
+        return
+    total = 0
+    for index, arg in enumerate(argv):
+        size = len(arg.encode("utf8", "surrogateescape")) + 1
+        if size > MAX_ARG_STRLEN:
+            raise UsageError(
+                f"argument {index} of the XP ({_arg_name(argv, index)}{_shorten(arg)}) is "
+                f"{size:,} bytes: over "
+                f"Linux's limit of {MAX_ARG_STRLEN:,} bytes for one argument of a command "
+                "line (MAX_ARG_STRLEN, its NUL included); the XP's process could not start",
+                "pass a big value through a file (give the XP its path) rather than on the "
+                "command line",
+            )
+        total += size + 8  # and its pointer in argv[]
+    if total > _argv_budget():
+        raise UsageError(
+            f"the XP's {len(argv)} arguments take {total:,} bytes: with this environment "
+            f"({_env_size():,} bytes), over the system's limit of {_arg_max():,} bytes for a "
+            "command line (ARG_MAX); the XP's process could not start",
+            "shorten the arguments or pass big values through a file (give the XP its path)",
+        )
+
+
+def _arg_name(argv: Sequence[str], index: int) -> str:
+    """Which parameter an argument sets, when it says (``--key=...``, ``key=...``) or follows
+    its option (``--key VALUE``): ``"--key: "``, else nothing."""
+    key, equals, _ = argv[index][:200].partition("=")
+    if equals and key and " " not in key:
+        return f"{key}: "
+    if index > 0 and argv[index - 1].startswith("-") and len(argv[index - 1]) < 200:
+        return f"{argv[index - 1]}: "
+    return ""
+
+
+def _shorten(arg: str, width: int = 40) -> str:
+    return repr(arg if len(arg) <= width else arg[:width] + "...")
+
+
+def _arg_max() -> int:
+    try:
+        return int(os.sysconf("SC_ARG_MAX"))
+    except (ValueError, OSError):
+        return 2 * 1024 * 1024  # Linux's usual 8 MiB stack / 4
+
+
+def _env_size() -> int:
+    return sum(len(k) + len(v) + 2 + 8 for k, v in os.environ.items())
+
+
+def _argv_budget() -> int:
+    """Bytes left for the XP's arguments (with their pointers) on a command line."""
+    return _arg_max() - _env_size() - ARGV_MARGIN
 
 
 def _caller(grid_file: Optional[Path], target: Optional[str] = None) -> str:
@@ -289,6 +397,7 @@ class Explorer:
 
 
 _SCALARS = (float, int, str, bool, type(None))
+_MISSING = object()
 _EXPLORE_CALL = Explorer.__call__.__code__
 
 

@@ -17,10 +17,11 @@ from typing import Optional
 
 from ..errors import GridmanError, UsageError, UserCodeError
 from .explore import Explorer, Herd, Launcher
-from .loader import user_traceback
+from .loader import exit_message, user_output, user_traceback
 from .main import DecoratedMain
 from .project import Project
 from .resources import Resources
+from .signature import is_excluded
 
 PACKAGE = "_gridman_grids"
 
@@ -95,13 +96,19 @@ def _import(folder: Path, name: str, path: Path) -> types.ModuleType:
     try:
         # Compiled from source every time: a grid file edited within the same second (same
         # size) would otherwise run from a stale bytecode cache.
-        exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
+        with user_output():  # a print in the grid file must not reach stdout (--json)
+            exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
     except GridmanError:
         raise
     except BaseException as exc:
         sys.modules.pop(full, None)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, KeyboardInterrupt):
             raise
+        if isinstance(exc, SystemExit):  # would end gridman silently, exit 0 or 1
+            raise UserCodeError(
+                f"error in grid file {exit_message('at import of the grid file', exc)}",
+                "remove the sys.exit() (or exit()) call: a grid file only defines an Explorer",
+            ) from None
         raise UserCodeError(f"error in grid file {path}:\n{user_traceback(exc)}") from None
     return module
 
@@ -114,9 +121,38 @@ def build_herd(grid: Grid, main: DecoratedMain, resources: Optional[Resources] =
     herd = Herd()
     launcher = Launcher(main, herd, resources=resources, grid_file=grid.path)
     try:
-        grid.explorer(launcher)
+        with user_output():  # prints of the explore function go to stderr (--json)
+            grid.explorer(launcher)
     except GridmanError:
         raise
+    except SystemExit as exc:  # would end gridman silently, exit 0 or 1
+        raise UserCodeError(
+            f"error in grid {grid.name}: {exit_message('in its explore function', exc)}",
+            "an explore function only calls the launcher: remove its sys.exit() (or exit())",
+        ) from None
     except Exception as exc:
         raise UserCodeError(f"error in grid {grid.name}:\n{user_traceback(exc)}") from None
     return herd
+
+
+def merge_warning(grid: Grid, herd: Herd, main: DecoratedMain) -> Optional[str]:
+    """What to say when launcher calls with different arguments became one XP because the
+    arguments that differ are excluded from the signature (None when none did: the same
+    call twice, as Dora grids do on purpose, is not worth a word)."""
+    merged = herd.merged
+    if merged is None:
+        return None
+    keys = merged.keys()
+    globs = [p for p in main.exclude if any(is_excluded(k, [p]) for k in keys)]
+    asked = len(herd.sheeps) + merged.count
+
+    def show(values: dict[str, object]) -> str:
+        return " ".join(f"{k}={v!r}" for k, v in values.items())
+
+    return (
+        f"grid {grid.name} asks for {asked} XPs but holds {len(herd.sheeps)}: {merged.count} "
+        f"launcher call(s) differ from an earlier one only in arguments the signature "
+        f"excludes (exclude {globs or main.exclude} of the main), so they share its XP; "
+        f"e.g. {merged.first[0] or '?'} ({show(merged.first[1])}) and "
+        f"{merged.second[0] or '?'} ({show(merged.second[1])}) are both XP {merged.sig}"
+    )

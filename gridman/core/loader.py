@@ -7,11 +7,13 @@ Separate from project.py so that settings (project.py) never import the main's m
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -20,10 +22,20 @@ from .main import DecoratedMain
 from .project import HOW_TO, Project
 
 
+@contextlib.contextmanager
+def user_output() -> Iterator[None]:
+    """Send what the user's code prints (``print`` at import of a main or a grid file, in an
+    explore function) to stderr: stdout carries only gridman's output (``--json`` promises
+    nothing but JSON there)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
 def load_main(project: Project, spec: str) -> DecoratedMain:
     """Import the module that ``spec`` names and return its decorated main."""
     target, _, attr = spec.partition(":")
-    module = _import_target(project, target)
+    with user_output():
+        module = _import_target(project, target)
     if attr:
         main = getattr(module, attr, None)
         if not isinstance(main, DecoratedMain):
@@ -66,6 +78,8 @@ def _import_target(project: Project, target: str) -> ModuleType:
                 f"main module {target!r} not found from {project.root}", HOW_TO
             ) from None
         raise UserCodeError(user_traceback(exc)) from None
+    except SystemExit as exc:  # sys.exit() at import: reported, never a silent exit
+        raise UserCodeError(exit_message(f"at import of the main {target}", exc)) from None
     except Exception as exc:  # the user's module raised while importing
         raise UserCodeError(user_traceback(exc)) from None
 
@@ -92,13 +106,26 @@ def _import_path(path: Path) -> ModuleType:
 _OWN = str(Path(__file__).parent.parent)  # the gridman package
 
 
-def user_traceback(exc: BaseException) -> str:
-    """A traceback of ``exc`` without gridman's and importlib's frames."""
-    frames = [
+def exit_message(what: str, exc: SystemExit) -> str:
+    """``sys.exit()`` called by the user's code while gridman ran it (``what``: when, e.g.
+    "at import of the grid file"): its file:line, its code and the user's traceback."""
+    frames = _user_frames(exc)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    code = "" if exc.code is None else repr(exc.code)
+    return f"{where}: sys.exit({code}) {what}\n{user_traceback(exc)}"
+
+
+def _user_frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    return [
         f
         for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(_OWN) and "importlib" not in f.filename
+        if not f.filename.startswith((_OWN, "<frozen")) and "importlib" not in f.filename
     ]
+
+
+def user_traceback(exc: BaseException) -> str:
+    """A traceback of ``exc`` without gridman's and importlib's frames."""
+    frames = _user_frames(exc)
     lines = ["Traceback (most recent call last):\n"]
     lines += traceback.format_list(frames)
     lines += traceback.format_exception_only(type(exc), exc)

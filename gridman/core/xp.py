@@ -194,7 +194,14 @@ def _write_argv(xp: XP) -> bool:
     except FileNotFoundError:
         os.makedirs(folder, exist_ok=True)
     # argv.json can be regenerated from the grid: atomic but not fsync'd (10,000 must stay fast).
-    atomic_write_bytes(os.path.join(folder, ARGV_FILE), _argv_bytes(xp), fsync=False)
+    path = os.path.join(folder, ARGV_FILE)
+    try:
+        atomic_write_bytes(path, _argv_bytes(xp), fsync=False)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # os.write names no file: a full disk is then reported with the path it hit
+        raise OSError(exc.errno, exc.strerror, path) from exc
     return created
 
 
