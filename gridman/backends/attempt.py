@@ -69,15 +69,28 @@ class AttemptSpec:
                 "env": dict(self.env), "backend": self.backend, "job_id": self.job_id}  # fmt: skip
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], **changes: Any) -> AttemptSpec:
-        """From :meth:`to_json`'s form (or an older queue entry); ``changes`` win."""
+    def from_json(cls, data: Any, **changes: Any) -> AttemptSpec:
+        """From :meth:`to_json`'s form (or an older queue entry); ``changes`` win.
+
+        Raises ValueError saying what is wrong with a malformed one (a queue entry is a file
+        anyone with a shell may have edited).
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"an attempt is a JSON object, not {type(data).__name__}")
+        command = data.get("command")
+        if not (isinstance(command, list) and command and all(isinstance(c, str) for c in command)):
+            raise ValueError(f"'command' must be a non-empty list of strings, got {command!r}")
+        env = data.get("env") or {}
+        if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+            raise ValueError("'env' must map names to strings")
+        job_id = data.get("job_id")
         fields: dict[str, Any] = {
-            "folder": Path(data["folder"]),
-            "command": tuple(str(c) for c in data["command"]),
-            "cwd": Path(data["cwd"]),
-            "env": dict(data.get("env") or {}),
+            "folder": Path(_text(data, "folder")),
+            "command": tuple(command),
+            "cwd": Path(_text(data, "cwd")),
+            "env": {str(k): v for k, v in env.items()},
             "backend": str(data.get("backend") or "local"),
-            "job_id": data.get("job_id"),
+            "job_id": None if job_id is None else str(job_id),
         }
         fields.update(changes)
         return cls(**fields)
@@ -88,6 +101,13 @@ class AttemptSpec:
             # The XP sees only the GPUs it was given; one that asked for none sees none.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
         return env
+
+
+def _text(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key!r} must be a path, got {value!r}")
+    return value
 
 
 def run_here(
@@ -122,11 +142,12 @@ class Outcome:
         return f"{self.state} exit={self.exit_code}"
 
 
-def run_guarded(spec: AttemptSpec) -> Outcome:
+def run_guarded(spec: AttemptSpec, on_start: Optional[Callable[[Any], None]] = None) -> Outcome:
     """:func:`run_here` in a new session, never raising: a pool thread or an MPI rank must
-    survive any XP and any error of its own."""
+    survive any XP and any error of its own. ``on_start`` must not raise either: the XP
+    would run on unwaited."""
     try:
-        result = run_here(spec)
+        result = run_here(spec, on_start=on_start)
     except XPBusyError as exc:
         return Outcome(State.FAILED.value, error=exc.message, busy=True)
     except Exception:

@@ -6,6 +6,10 @@ it) runs them with at most ``workers`` at once, each in its own process and proc
 GPU slots assigned through ``CUDA_VISIBLE_DEVICES``. Jobs outlive the CLI; any later command
 re-attaches by reading the XP folders. The queue entry carries the scheduling command's
 environment and interpreter, so an XP runs as if that command had started it.
+
+Whatever is queued runs as the user, so ``.pool`` and its folders are private (0700) and one
+that another user owns or may write is refused (UnsafePathError, exit 2); its daemon.log and
+locks are never opened through a symbolic link.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..core.fsutil import atomic_write_json, file_lock
+from ..core.fsutil import atomic_write_json, ensure_private_dir, file_lock, open_nofollow
 from ..core.jobs import (
+    Attempt,
     JobRecord,
     State,
     end_latest,
@@ -140,8 +145,7 @@ class LocalBackend(Backend):
             return
         cfg = self.config(submissions)
         queue = self.pool / "queue"
-        queue.mkdir(parents=True, exist_ok=True)
-        (self.pool / "claimed").mkdir(exist_ok=True)
+        secure_pool(self.pool)
         atomic_write_json(self.pool / "config.json", cfg.to_json(), fsync=False)
         env = dict(self.ctx.env)
         for sub in submissions:
@@ -176,6 +180,8 @@ class LocalBackend(Backend):
                     fresh[folder] = end_latest(folder, State.VANISHED)
         if restart:
             ensure_daemon(self.pool, self.ctx.python or sys.executable)
+        for folder, record in fresh.items():
+            _drop_settled_claim(self.pool, folder, record)
         return fresh
 
     def _lost(self, folder: Path, job_id: Optional[str], submitted: Optional[float]) -> bool:
@@ -193,11 +199,7 @@ class LocalBackend(Backend):
         for folder, record in live:
             latest = record.latest
             assert latest is not None
-            if (
-                latest.state is State.PENDING
-                and latest.job_id
-                and _unqueue(self.pool, latest.job_id)
-            ):
+            if latest.state is State.PENDING and latest.job_id and self._unqueued(folder, latest):
                 end_latest(folder, State.CANCELLED)
             else:
                 request_cancel(folder)  # the runner checks it before and after starting
@@ -205,6 +207,21 @@ class LocalBackend(Backend):
         for folder in running:
             _signal(folder, signal.SIGTERM)
         _wait_finished(running)
+        for folder, _ in live:
+            settled = read_job(folder)
+            if settled is not None:
+                _drop_settled_claim(self.pool, folder, settled)
+
+    def _unqueued(self, folder: Path, latest: Attempt) -> bool:
+        """Whether a PENDING attempt can never start now: its entry was taken out of the
+        queue here, or was gone already (lost, or claimed by a daemon since killed) with no
+        runner on it. Then there is nothing to wait for."""
+        job_id = str(latest.job_id)
+        if _unqueue(self.pool, job_id):
+            return True
+        if (self.pool / "claimed" / job_id).exists() and daemon_alive(self.pool):
+            return False  # the daemon took it and is starting it: its runner sees the cancel
+        return not is_running_here(folder)
 
 
 def _queued(name: str) -> Callable[[JobRecord], JobRecord]:
@@ -214,6 +231,27 @@ def _queued(name: str) -> Callable[[JobRecord], JobRecord]:
         )
 
     return change
+
+
+def _drop_settled_claim(pool: Path, folder: Path, record: JobRecord) -> None:
+    """Remove the claim of an attempt whose end is recorded and that no runner holds: a
+    killed daemon left it, and it holds the user's environment."""
+    latest = record.latest
+    if latest is None or not latest.state.finished or latest.backend != "local":
+        return
+    if not latest.job_id or "/" in latest.job_id:
+        return
+    claim = pool / "claimed" / latest.job_id
+    if claim.exists() and not is_running_here(folder):  # (the lock only when there is one)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(claim)
+
+
+def secure_pool(pool: Path) -> None:
+    """Create the pool's folders private (0700); refuse ones another user owns or may write
+    (UnsafePathError): what their queue holds runs as this user."""
+    for path in (pool, pool / "queue", pool / "claimed"):
+        ensure_private_dir(path)
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
@@ -281,15 +319,19 @@ def daemon_alive(pool: Path) -> bool:
 
 def ensure_daemon(pool: Path, python: str) -> None:
     """Start a pool daemon unless one is alive (a second one exits at once if both start)."""
+    secure_pool(pool)
     if daemon_alive(pool):
         return
-    pool.mkdir(parents=True, exist_ok=True)
-    with open(pool / "daemon.log", "ab") as log:
+    # Never through a link: one planted there would have the daemon append to its target.
+    log = open_nofollow(pool / "daemon.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
         subprocess.Popen(
             [python, "-m", "gridman.backends.pool", str(pool)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
         )  # fmt: skip
+    finally:
+        os.close(log)
 
 
 # -- the registry's entry ------------------------------------------------------------------

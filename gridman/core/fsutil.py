@@ -13,9 +13,12 @@ import fcntl
 import itertools
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ..errors import GridmanError
 
 #: Version written into every JSON state file, checked on read.
 FORMAT_VERSION = 1
@@ -121,10 +124,12 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
     """Hold an exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block.
 
     Yields False (and holds nothing) when ``blocking`` is False and another process holds it.
-    The lock dies with its process, so a crash never leaves a stale lock behind.
+    The lock dies with its process, so a crash never leaves a stale lock behind. A lock file
+    that is a symbolic link is refused (:class:`UnsafePathError`): opening it would create or
+    open whatever file it points to.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
         try:
@@ -140,3 +145,63 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+class UnsafePathError(GridmanError):
+    """A file or folder that another user may have planted or may write into: refused."""
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` that never follows a symbolic link at ``path`` itself (O_NOFOLLOW).
+
+    A link planted where gridman creates a lock or a log would make it create, append to or
+    truncate the link's target with the user's rights (``daemon.log`` -> ``~/.profile``).
+    """
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        try:
+            target = f" (to {os.readlink(path)!r})"
+        except OSError:
+            target = ""  # replaced meanwhile
+        raise UnsafePathError(
+            f"{path} is a symbolic link{target}; gridman never writes through a link there",
+            f"remove {path} (someone may have planted it) and run again",
+        ) from None
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Make sure ``path`` is a folder of this user that nobody else may write (created 0700).
+
+    Whatever a folder like the local pool's holds runs as the user, so a folder owned by
+    another user, writable by group or others, or a symbolic link is refused
+    (:class:`UnsafePathError`); one of the user's own that others may only read is made 0700.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    me = os.geteuid()
+    if not stat.S_ISDIR(info.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a folder"
+        raise UnsafePathError(
+            f"{path} is {kind}: gridman keeps what it runs as you in a private folder there",
+            f"remove {path} (someone may have planted it) and run again",
+        )
+    if info.st_uid != me:
+        raise UnsafePathError(
+            f"{path} belongs to uid {info.st_uid}, not to you (uid {me}): what it holds "
+            "would run as you",
+            f"remove {path} (its owner or root can) or use another dir for your XPs",
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise UnsafePathError(
+            f"{path} is writable by other users (mode {mode:03o}): what they put there "
+            "would run as you",
+            f"check what it holds, then `chmod 700 {path}`, or remove it",
+        )
+    if mode & 0o077:
+        os.chmod(path, 0o700)  # ours, only readable by others: it holds our environment
