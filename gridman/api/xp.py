@@ -5,6 +5,7 @@ Nothing here prints, prompts or exits; the CLI (cli.py) renders what these retur
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -14,9 +15,10 @@ from typing import Any, BinaryIO, Optional
 from ..backends import LaunchContext, get_backend, registry
 from ..backends.attempt import FOREGROUND, AttemptSpec, run_here
 from ..backends.runner import RunResult
-from ..core.jobs import JobRecord, read_job
+from ..core.fsutil import file_lock
+from ..core.jobs import PROJECT_LOCK, JobRecord, State, read_job
 from ..core.link import history_warnings, load_history
-from ..core.liveness import clear_cancel, is_running_here
+from ..core.liveness import clear_cancel, is_running_here, process_is
 from ..core.loader import load_main
 from ..core.main import DecoratedMain
 from ..core.project import Project, check_key, load_project, main_spec
@@ -113,22 +115,50 @@ def clear(prepared: Prepared) -> bool:
 def run(
     project: Project, prepared: Prepared, echo: Optional[tuple[BinaryIO, BinaryIO]] = None
 ) -> RunResult:
-    """Run the XP in the foreground (a child process), recording its state in job.json."""
+    """Run the XP in the foreground (a child process), recording its state in job.json.
+
+    The decision to start it and its RUNNING record are made under the project lock, as
+    ``gridman grid`` plans and commits under it: a racing grid either queued the XP first
+    (refused here) or sees it RUNNING (and keeps it). The lock is let go as soon as the
+    attempt is recorded, not held for the whole run.
+    """
     xp = prepared.xp
-    record = read_job(xp.folder)
-    if record is not None and record.state is not None and record.state.value == "PENDING":
-        latest = record.latest
-        raise XPBusyError(
-            f"XP {xp.sig} is queued on the {latest.backend if latest else '?'} backend",
-            "running it here too would run it twice: cancel it first (gridman grid NAME -C)",
-        )
     init_xp(xp)
-    clear_cancel(xp.folder)
     ctx = LaunchContext(root=project.root, dir=xp.dir, main_spec=prepared.spec,
                         env=dict(os.environ))  # fmt: skip
     attempt = AttemptSpec.for_xp(ctx, xp.sig, xp.folder, xp.argv, FOREGROUND)
-    # In the console's session: Ctrl-C reaches the XP, and echo copies its output.
-    return run_here(attempt, echo=echo, new_session=False)
+    decision = contextlib.ExitStack()
+    decision.enter_context(file_lock(xp.dir / PROJECT_LOCK))
+    try:
+        _refuse_live(project, xp.sig, xp.folder)
+        clear_cancel(xp.folder)
+        # In the console's session: Ctrl-C reaches the XP, and echo copies its output. Once
+        # the attempt is RUNNING, on_start lets go of the project lock.
+        return run_here(attempt, echo=echo, new_session=False,
+                        on_start=lambda proc: decision.close())  # fmt: skip
+    finally:
+        decision.close()  # (a second close does nothing)
+
+
+def _refuse_live(project: Project, sig: str, folder: Path) -> None:
+    """Raise XPBusyError when the XP is live: queued by a backend, or running (a runner
+    holds it, its process still runs, or its backend says so). The record is refreshed first,
+    so that a dead runner's attempt is settled (VANISHED) rather than refused."""
+    record = refreshed_record(project, folder) if folder.is_dir() else None
+    latest = record.latest if record else None
+    if latest is None or latest.n == 0:
+        return
+    if latest.state is State.PENDING:
+        raise XPBusyError(
+            f"XP {sig} is queued on the {latest.backend} backend",
+            "running it here too would run it twice: cancel it first (gridman grid NAME -C)",
+        )
+    if latest.state is State.RUNNING or is_running_here(folder):
+        where = f"pid {latest.pid}" if process_is(latest) else f"on {latest.backend}"
+        raise XPBusyError(
+            f"XP {sig} is already running ({where})",
+            "wait for it, or cancel it first (gridman grid NAME -C)",
+        )
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,30 @@ jobs, the inline backend): the child is ``python -m gridman.backends.worker``, i
 to the attempt's log (and, in the foreground, to the console too), and its end is recorded with
 its exit status.
 The XP's run lock is held for the whole attempt, so a second runner of the same XP is refused
-and a vanished runner is detectable (core/liveness.py).
+and a vanished runner is detectable (core/liveness.py); under it, an attempt never starts over
+a live one (a queued or running attempt of another job) nor runs a job whose attempt was
+superseded or cancelled meanwhile.
+
+In the foreground, SIGTERM and SIGHUP (``timeout``, systemd, a closed SSH session) are handled
+as Ctrl-C is: the XP gets the signal, its end is recorded, and only then does ``gridman run``
+end, of that same signal. A log that cannot be written (a full disk) never stops the copy of the
+XP's output to the console, and a process that cannot start (E2BIG, a missing interpreter) is
+recorded FAILED with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any, BinaryIO, Optional
 
 from ..core.fsutil import file_lock
@@ -36,11 +46,18 @@ from ..core.link import settle_history
 from ..core.liveness import (
     cancel_requested,
     clear_cancel,
+    process_identity,
+    process_is,
     status_file,
 )
 from ..errors import XPBusyError
 
 _GRACE = 10.0
+#: Signals that stop a foreground run as Ctrl-C does (SIGINT comes as KeyboardInterrupt).
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: Linux's limit on one argument of a new program, its terminating NUL included
+#: (MAX_ARG_STRLEN): a longer one fails the exec with E2BIG.
+_MAX_ARG = 131072
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,39 @@ def worker_env(
     return env
 
 
+@dataclass(frozen=True)
+class _Ended:
+    """How an attempt's process ended, as the runner saw it; ``extra`` joins the attempt's."""
+
+    code: Optional[int]
+    state: State
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """Everything :func:`_spawn` needs to start one child and record it."""
+
+    command: Sequence[str]
+    cwd: Path
+    env: Mapping[str, str]
+    log: Path
+    folder: Path
+    backend: str
+    job_id: Optional[str]
+    new_session: bool
+    echo: Optional[tuple[BinaryIO, BinaryIO]]
+    on_start: Optional[Callable[[subprocess.Popen[bytes]], None]]
+    stops: _Stops
+
+    def record_start(self, pid: Optional[int]) -> None:
+        update_job(
+            self.folder,
+            lambda r: _start_attempt(r, self.backend, self.job_id, self.new_session, pid),
+            durable=False,  # a lost RUNNING reads as a runner that is gone: nothing is lost
+        )
+
+
 def run_attempt(
     folder: Path,
     command: Sequence[str],
@@ -95,52 +145,70 @@ def run_attempt(
     """Run ``command`` as a new attempt of the XP in ``folder`` and record how it ended.
 
     With ``echo`` (stdout, stderr), the child's output is also copied to those streams and
-    Ctrl-C reaches the child (foreground); otherwise it only goes to the log. The attempt is
-    recorded RUNNING once its process exists (with its pid: one durable write), then ended.
-    A backend that queued the attempt under ``job_id`` has it taken over, not duplicated.
-    ``on_start`` gets the child process once it exists (the Slurm job stops it on preemption).
-    With ``call``, the attempt runs in this process instead of a child: it gets the log's path
-    and returns the exit status (``command`` is unused).
+    Ctrl-C, SIGTERM and SIGHUP reach the child (foreground): once its end is recorded, this
+    process ends of the same signal. Otherwise the output only goes to the log. The attempt is
+    recorded RUNNING once its process exists (with its pid and what identifies that process:
+    one write), then ended. A backend that queued the attempt under ``job_id`` has it taken
+    over, not duplicated; raises XPBusyError when the XP runs already, or when the attempt
+    must not start (another job's attempt is live, or this job's was superseded or cancelled).
+    ``on_start`` gets the child process once it is recorded RUNNING (the Slurm job stops it on
+    preemption; ``gridman run`` then lets go of the project lock). With ``call``, the attempt
+    runs in this process instead of a child: it gets the log's path and returns the exit
+    status (``command`` is unused).
     """
-    with file_lock(folder / RUN_LOCK, blocking=False) as got:
-        if not got:
-            latest = (read_job(folder) or JobRecord(sig=folder.name)).latest
-            pid = latest.pid if latest else None
-            raise XPBusyError(
-                f"XP {folder.name} is already running" + (f" (pid {pid})" if pid else ""),
-                "wait for it, or cancel it first",
-            )
-        n = _next_attempt(read_job(folder), job_id)
-        log = folder / "log" / f"{n}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        if cancel_requested(folder):
-            update_job(folder, lambda r: _start_attempt(r, backend, job_id, new_session, None))
-            code, state = None, State.CANCELLED
-        elif call is not None:
-            code, state = _call(call, folder, log, backend, job_id)
-        else:
-            env = {**env, "GRIDMAN_STATUS_FILE": str(status_file(folder, n))}
-            code, state = _spawn(command, cwd, env, log, echo, folder, backend, job_id,
-                                 new_session, on_start)  # fmt: skip
-            if cancel_requested(folder):
-                state = State.CANCELLED
-        settle_history(folder)  # history.json whole before the end is seen (never raises)
-        update_job(folder, _ended(n, state, code))
-        clear_cancel(folder)
-        return RunResult(folder.name, folder, state, code, n, log)
+    stops = _Stops(active=echo is not None)
+    result: Optional[RunResult] = None
+    try:
+        with file_lock(folder / RUN_LOCK, blocking=False) as got:
+            if not got:
+                latest = (read_job(folder) or JobRecord(sig=folder.name)).latest
+                pid = latest.pid if latest else None
+                raise XPBusyError(
+                    f"XP {folder.name} is already running" + (f" (pid {pid})" if pid else ""),
+                    "wait for it, or cancel it first",
+                )
+            record = read_job(folder)
+            _refuse_over_live(folder.name, record, job_id)
+            n = _next_attempt(record, job_id)
+            log = folder / "log" / f"{n}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            launch = _Launch(command, cwd, env, log, folder, backend, job_id, new_session,
+                             echo, on_start, stops)  # fmt: skip
+            end = _attempt(launch, n, call)
+            settle_history(folder)  # history.json whole before the end is seen (never raises)
+            update_job(folder, _ended(n, end))
+            clear_cancel(folder)
+            result = RunResult(folder.name, folder, end.state, end.code, n, log)
+            return result
+    finally:
+        stops.restore()
+        if stops.signum is not None:
+            _end_of_signal(stops.signum, result, echo)
 
 
-def _call(
-    call: Callable[[Path], int], folder: Path, log: Path, backend: str, job_id: Optional[str]
-) -> tuple[int, State]:
+def _attempt(launch: _Launch, n: int, call: Optional[Callable[[Path], int]]) -> _Ended:
+    """Start attempt ``n`` (the run lock held) and wait for its end."""
+    folder = launch.folder
+    if cancel_requested(folder):
+        launch.record_start(None)
+        return _Ended(None, State.CANCELLED)
+    if call is not None:
+        return _call(call, launch)
+    env = {**launch.env, "GRIDMAN_STATUS_FILE": str(status_file(folder, n))}
+    end = _spawn(replace(launch, env=env))
+    if cancel_requested(folder):
+        end = replace(end, state=State.CANCELLED)
+    return end
+
+
+def _call(call: Callable[[Path], int], launch: _Launch) -> _Ended:
     """An attempt run in this process: RUNNING with this process's pid, then its status."""
-    update_job(folder, lambda r: _start_attempt(r, backend, job_id, False, os.getpid()),
-               durable=False)  # fmt: skip
-    code = call(log)
-    return code, State.COMPLETED if code == 0 else State.FAILED
+    launch.record_start(os.getpid())
+    code = call(launch.log)
+    return _Ended(code, State.COMPLETED if code == 0 else State.FAILED)
 
 
-def _ended(n: int, state: State, code: Optional[int]) -> Callable[[JobRecord], JobRecord]:
+def _ended(n: int, end: _Ended) -> Callable[[JobRecord], JobRecord]:
     """Record how attempt ``n`` ended: not necessarily the latest one (a Slurm --replace
     resubmits without waiting for the old job), and an end already recorded (CANCELLED by -C
     before the resubmission cleared the cancel request) is kept, only its exit code added."""
@@ -149,12 +217,52 @@ def _ended(n: int, state: State, code: Optional[int]) -> Callable[[JobRecord], J
         attempt = next((a for a in record.attempts if a.n == n), None)
         if attempt is None:
             return record
+        extra = {**attempt.extra, **end.extra}
         if attempt.state.finished:
-            code_now = attempt.exit_code if attempt.exit_code is not None else code
-            return record.with_attempt(n, exit_code=code_now, ended=attempt.ended or now())
-        return record.with_attempt(n, state=state, exit_code=code, ended=now())
+            code_now = attempt.exit_code if attempt.exit_code is not None else end.code
+            return record.with_attempt(n, exit_code=code_now, ended=attempt.ended or now(),
+                                       extra=extra)  # fmt: skip
+        return record.with_attempt(n, state=end.state, exit_code=end.code, ended=now(),
+                                   extra=extra)  # fmt: skip
 
     return change
+
+
+def _refuse_over_live(sig: str, record: Optional[JobRecord], job_id: Optional[str]) -> None:
+    """Raise XPBusyError when this attempt must not start (the run lock held): see
+    :func:`_refusal`. Nothing is recorded: the record belongs to the attempt that won."""
+    why = _refusal(record, job_id)
+    if why is not None:
+        raise XPBusyError(f"XP {sig}: not starting it, {why}",
+                          "see `gridman info --sig " + sig + "`")  # fmt: skip
+
+
+def _refusal(record: Optional[JobRecord], job_id: Optional[str]) -> Optional[str]:
+    """Why an attempt (of job ``job_id``; None: not queued by a backend) must not start over
+    what ``job.json`` holds; None when it may.
+
+    A job runs its own queued attempt, unless a later attempt superseded it or it already
+    ended CANCELLED (cancelled while it was being claimed) or COMPLETED. Whatever starts never
+    appends an attempt over a live one: another job's queued attempt, or a RUNNING one whose
+    process still runs (its runner died, the XP did not).
+    """
+    latest = record.latest if record else None
+    if record is None or latest is None or latest.n == 0:
+        return None
+    if job_id is not None:
+        mine = next((a for a in reversed(record.attempts) if a.job_id == job_id), None)
+        if mine is not None and mine is not latest:
+            return f"its attempt {mine.n} (job {job_id}) was superseded by attempt {latest.n}"
+        if mine is not None and latest.state in (State.CANCELLED, State.COMPLETED):
+            return f"its attempt {mine.n} (job {job_id}) ended {latest.state.value} already"
+        if mine is not None:
+            return None
+    if latest.state is State.PENDING and latest.job_id:
+        return (f"attempt {latest.n} is queued on the {latest.backend} backend "
+                f"(job {latest.job_id})")  # fmt: skip
+    if latest.state is State.RUNNING and process_is(latest):
+        return f"attempt {latest.n} still runs (pid {latest.pid})"
+    return None
 
 
 def _next_attempt(record: Optional[JobRecord], job_id: Optional[str]) -> int:
@@ -180,6 +288,8 @@ def _start_attempt(
 ) -> JobRecord:
     start = now()
     fields: dict[str, Any] = {"started": start, "host": this_host(), "pid": pid}
+    # With the pid, what tells its process from a later one reusing it (liveness.process_is).
+    fields.update(process_identity(pid) if pid else {"pid_start": None, "boot_id": None})
     latest = record.latest
     if latest and _queued_as(latest, job_id):
         # A backend queued this attempt as PENDING: it now starts (keeping what it noted).
@@ -189,51 +299,79 @@ def _start_attempt(
     return record.with_new_attempt(backend, State.RUNNING, job_id=job_id, submitted=start, **fields)
 
 
-def _spawn(
-    command: Sequence[str],
-    cwd: Path,
-    env: Mapping[str, str],
-    log: Path,
-    echo: Optional[tuple[BinaryIO, BinaryIO]],
-    folder: Path,
-    backend: str,
-    job_id: Optional[str],
-    new_session: bool,
-    on_start: Optional[Callable[[subprocess.Popen[bytes]], None]] = None,
-) -> tuple[int, State]:
-    with open(log, "ab") as log_file:
-        piped = echo is not None
-        proc = subprocess.Popen(
-            list(command),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if piped else log_file,
-            stderr=subprocess.PIPE if piped else subprocess.STDOUT,
-            # Pool XPs get their own process group: -C signals the XP and its children only.
-            start_new_session=new_session,
-        )
-        update_job(
-            folder,
-            lambda r: _start_attempt(r, backend, job_id, new_session, proc.pid),
-            durable=False,  # a lost RUNNING reads as a runner that is gone: nothing is lost
-        )
-        if on_start is not None:
-            on_start(proc)
-        if cancel_requested(folder):  # cancelled while it was starting: -C signalled no pid
-            _terminate(proc, new_session)
-        pumps = [] if echo is None else _start_pumps(proc, log_file, echo)
-        interrupted = False
+def _spawn(launch: _Launch) -> _Ended:
+    """Start the child, record it RUNNING, copy its output (foreground) and wait for it."""
+    piped = launch.echo is not None
+    with open(launch.log, "ab") as log_file:
         try:
-            code = proc.wait()
-        except KeyboardInterrupt:
-            interrupted = True
-            code = _stop(proc)
-        for pump in pumps:
-            pump.join()
-    if interrupted:
-        return code, State.CANCELLED
-    return code, State.COMPLETED if code == 0 else State.FAILED
+            proc = subprocess.Popen(
+                list(launch.command),
+                cwd=launch.cwd,
+                env=dict(launch.env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if piped else log_file,
+                stderr=subprocess.PIPE if piped else subprocess.STDOUT,
+                # Pool XPs get their own process group: -C signals the XP and its children only.
+                start_new_session=launch.new_session,
+            )
+        except OSError as exc:  # E2BIG, ENOENT...: no process, but an attempt that failed
+            return _not_started(launch, log_file, exc)
+        launch.record_start(proc.pid)
+        if launch.on_start is not None:
+            launch.on_start(proc)
+        if cancel_requested(launch.folder):  # cancelled while it was starting: -C signalled no pid
+            _terminate(proc, launch.new_session)
+        pumps = None if launch.echo is None else _Pumps(proc, launch.log, log_file, launch.echo)
+        code, cause = _wait(proc, launch.stops)
+        if pumps is not None:
+            pumps.join()
+    extra: dict[str, Any] = {}
+    if pumps is not None and pumps.error is not None:
+        extra["log_error"] = pumps.error
+    if cause is not None:
+        extra["stopped_by"] = cause
+        return _Ended(code, State.CANCELLED, extra)
+    return _Ended(code, State.COMPLETED if code == 0 else State.FAILED, extra)
+
+
+def _not_started(launch: _Launch, log_file: BinaryIO, exc: OSError) -> _Ended:
+    """The child could not be started: recorded as an attempt that FAILED, with the reason in
+    its log and in ``extra["error"]`` (what ``gridman info`` shows), so that it neither
+    vanishes nor is resubmitted by every plan (``--retry`` does)."""
+    reason = start_error(launch.command, exc)
+    line = f"gridman: {reason}\n".encode()
+    with contextlib.suppress(OSError):
+        _write_all(log_file.fileno(), line)
+    if launch.echo is not None:
+        _echo(launch.echo[1], line)
+    launch.record_start(None)
+    return _Ended(None, State.FAILED, {"error": reason})
+
+
+def start_error(command: Sequence[str], exc: OSError) -> str:
+    """Why ``command`` could not be started, in words."""
+    what = exc.strerror or str(exc)
+    if exc.filename is not None:
+        what += f": {os.fsdecode(exc.filename)}"
+    text = f"cannot start the XP's process ({what})"
+    if exc.errno == errno.E2BIG:
+        longest = max((len(os.fsencode(a)) for a in command), default=0)
+        if longest >= _MAX_ARG:
+            return (f"{text}: one argument is {longest} bytes long, over Linux's limit of "
+                    f"{_MAX_ARG - 1} bytes per argument")  # fmt: skip
+        return f"{text}: its arguments and environment are over the system's limit"
+    return text
+
+
+def _wait(proc: subprocess.Popen[bytes], stops: _Stops) -> tuple[int, Optional[str]]:
+    """The child's exit status, and the signal that stopped this run (None: it ended)."""
+    try:
+        with stops.armed():
+            return proc.wait(), None
+    except KeyboardInterrupt:  # Ctrl-C: the child, in the terminal's process group, got it too
+        return _stop(proc, None), "SIGINT"
+    except _Stopped as stopped:  # SIGTERM or SIGHUP: maybe sent to this process only
+        return _stop(proc, stopped.signum), signal.Signals(stopped.signum).name
 
 
 def _terminate(proc: subprocess.Popen[bytes], group: bool) -> None:
@@ -244,11 +382,17 @@ def _terminate(proc: subprocess.Popen[bytes], group: bool) -> None:
             proc.terminate()
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    """After Ctrl-C (which the child got too), give it time to exit, then insist."""
-    for sig, wait in ((None, _GRACE), (signal.SIGTERM, _GRACE), (signal.SIGKILL, None)):
+def _stop(proc: subprocess.Popen[bytes], first: Optional[int]) -> int:
+    """Pass ``first`` on to the child (None: it got the signal already), give it time to
+    exit, then insist: SIGTERM, then SIGKILL."""
+    steps: list[tuple[Optional[int], Optional[float]]] = [(first, _GRACE)]
+    if first != signal.SIGTERM:
+        steps.append((signal.SIGTERM, _GRACE))
+    steps.append((signal.SIGKILL, None))
+    for sig, wait in steps:
         if sig is not None:
-            proc.send_signal(sig)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
         try:
             return proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
@@ -258,31 +402,140 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait()
 
 
-def _start_pumps(
-    proc: subprocess.Popen[bytes], log_file: BinaryIO, echo: tuple[BinaryIO, BinaryIO]
-) -> list[threading.Thread]:
-    lock = threading.Lock()
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived while a foreground run waited for its XP (a BaseException,
+    as KeyboardInterrupt: nothing in between may take it for an error)."""
 
-    def pump(source: BinaryIO, sink: BinaryIO) -> None:
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Stops:
+    """SIGTERM and SIGHUP of a foreground run, caught so that the XP is stopped and its end
+    recorded before this process ends (uncaught, they would orphan the XP: RUNNING, then
+    VANISHED). Only noted, except while :meth:`armed`: then they interrupt the wait.
+
+    Active in the main thread only (Python runs handlers there); a signal the caller ignores
+    (``nohup`` ignores SIGHUP) stays ignored.
+    """
+
+    def __init__(self, active: bool) -> None:
+        self.signum: Optional[int] = None
+        self._armed = False
+        self._previous: dict[int, Any] = {}
+        if not active or threading.current_thread() is not threading.main_thread():
+            return
+        for signum in _STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous is not signal.SIG_IGN:
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        if self.signum is None:
+            self.signum = signum
+        if self._armed:
+            self._armed = False
+            raise _Stopped(signum)
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        if self.signum is not None:  # it came while the XP was starting
+            raise _Stopped(self.signum)
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        self._previous = {}
+
+
+def _end_of_signal(
+    signum: int, result: Optional[RunResult], echo: Optional[tuple[BinaryIO, BinaryIO]]
+) -> None:
+    """End this process of ``signum``, its XP's end recorded: by the signal itself, so that
+    whoever waits for it sees the usual status (a shell says 128 + signum)."""
+    if echo is not None and result is not None:
+        name = signal.Signals(signum).name
+        _echo(echo[1], (f"gridman: XP {result.sig} {result.state.value} by {name} (exit "
+                        f"{result.exit_code}), log {result.log}\n").encode())  # fmt: skip
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    raise SystemExit(128 + signum)  # only where the signal is blocked
+
+
+class _Pumps:
+    """Copy a foreground child's stdout and stderr to its log and to the console.
+
+    The copy never stops before the child's output ends, whatever happens to the log: a child
+    whose pipe is not drained blocks once it has written 64 KiB. A log write that fails (a full
+    disk) is said once on the console and kept in :attr:`error` for the record; later output
+    is still offered to the log (the disk may have room again).
+    """
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        log: Path,
+        log_file: BinaryIO,
+        echo: tuple[BinaryIO, BinaryIO],
+    ) -> None:
+        self.log = log
+        self.log_fd = log_file.fileno()
+        self.echo = echo
+        self.error: Optional[str] = None
+        self.lock = threading.Lock()
+        assert proc.stdout is not None and proc.stderr is not None
+        self.threads = [
+            threading.Thread(target=self._pump, args=(proc.stdout, echo[0]), daemon=True),
+            threading.Thread(target=self._pump, args=(proc.stderr, echo[1]), daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join()
+
+    def _pump(self, source: BinaryIO, sink: BinaryIO) -> None:
         fd = source.fileno()
         while True:
-            chunk = os.read(fd, 65536)
+            try:
+                chunk = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            except OSError:
+                break
             if not chunk:
                 break
-            with lock:
-                log_file.write(chunk)
-                log_file.flush()
-            try:
-                sink.write(chunk)
-                sink.flush()
-            except (OSError, ValueError):
-                pass  # a closed console must not stop the log
+            with self.lock:
+                self._to_log(chunk)
+            _echo(sink, chunk)  # a closed console must not stop the log either
 
-    assert proc.stdout is not None and proc.stderr is not None
-    threads = [
-        threading.Thread(target=pump, args=(proc.stdout, echo[0]), daemon=True),
-        threading.Thread(target=pump, args=(proc.stderr, echo[1]), daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
-    return threads
+    def _to_log(self, chunk: bytes) -> None:
+        try:
+            _write_all(self.log_fd, chunk)
+        except OSError as exc:
+            if self.error is None:
+                self.error = f"cannot write the log {self.log}: {exc.strerror or exc}"
+                _echo(self.echo[1], (f"gridman: {self.error}; the XP's output goes on to "
+                                     "the console\n").encode())  # fmt: skip
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` (os.write may write less), or raise OSError."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _echo(sink: BinaryIO, data: bytes) -> None:
+    try:
+        sink.write(data)
+        sink.flush()
+    except (OSError, ValueError):
+        pass  # a closed console (a hung-up terminal, a closed pipe)

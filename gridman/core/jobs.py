@@ -20,6 +20,9 @@ from .fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
 JOB_FILE = "job.json"
 LOCK_FILE = ".job.lock"
 RUN_LOCK = ".run.lock"
+#: The project lock, in the XP root: every command that decides to start an XP (``gridman
+#: grid``'s plan and commit, ``gridman run`` until its attempt is RUNNING) holds it meanwhile.
+PROJECT_LOCK = ".gridman.lock"
 
 
 class State(str, enum.Enum):
@@ -66,6 +69,11 @@ class Attempt:
     pid: Optional[int] = None
     log: Optional[str] = None  # relative to the XP folder
     extra: dict[str, Any] = field(default_factory=dict)
+    #: What tells the process ``pid`` from a later one that reuses its pid (see
+    #: liveness.process_is): its start time (clock ticks after boot, /proc/<pid>/stat field
+    #: 22) and the boot it started in. None in records written before gridman kept them.
+    pid_start: Optional[int] = None
+    boot_id: Optional[str] = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
