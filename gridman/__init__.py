@@ -3,7 +3,8 @@
 Public API (imported lazily so that ``import gridman`` and ``gridman --help`` stay light):
 ``argparse_main``, ``yaml_main``, ``get_xp``, ``is_xp``, ``XP``, ``Link``, ``GridmanError``,
 ``load`` (a grid's results as records, see api/load.py), ``Evaluator`` and ``RunningJob``
-(asynchronous evaluation of a function over configurations; the rest is in gridman.evaluator).
+(asynchronous evaluation of a function over configurations; the rest is in gridman.evaluator),
+``distrib`` (a distributed XP's rank, world size and ``torch.distributed`` set-up).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _LAZY = {
     "Record": "gridman.results.records",
     "Evaluator": "gridman.evaluator",
     "RunningJob": "gridman.evaluator",
+    "distrib": "gridman.distrib",  # the module itself: gridman.distrib.rank()
 }
 
 __all__ = sorted(_LAZY)
@@ -39,7 +41,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'gridman' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    value = imported if module == f"{__name__}.{name}" else getattr(imported, name)
     globals()[name] = value
     return value
 

@@ -107,11 +107,13 @@ def test_sbatch_parameters_and_script(tmp_path: Path) -> None:
                                     "sbatch_args": {"hold": "", "mail-type": "END"},
                                     "array_parallelism": 3})  # fmt: skip
     params = sbatch_parameters(res, "gridman-abc", 90)
-    assert params["gpus_per_node"] == 2 and params["cpus_per_task"] == 8
-    assert params["additional_parameters"] == {"hold": True, "mail-type": "END",
-                                               "mem": "16384M"}  # fmt: skip
+    # Dora's mapping (tests/test_distrib_mapping.py): one task per GPU, CPUs per task, mem per node
+    assert (params["nodes"], params["ntasks_per_node"], params["gpus_per_node"]) == (1, 2, 2)
+    assert params["cpus_per_task"] == 4 and params["mem"] == "16G"
+    assert params["additional_parameters"] == {"hold": True, "mail-type": "END"}
     script = _make_sbatch_string(command="run", folder=tmp_path, map_count=5, **params)
     lines = script.splitlines()
+    assert "#SBATCH --ntasks-per-node=2" in lines and "#SBATCH --mem=16G" in lines
     assert "#SBATCH --hold" in lines and "#SBATCH --array=0-4%3" in lines
     assert "#SBATCH --partition=p1" in lines and "module load cuda" in lines
     assert not any(line.startswith("#SBATCH --time") for line in lines)  # no site default

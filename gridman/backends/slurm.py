@@ -11,6 +11,9 @@ name and records it (or cancels what no XP claims any more), so no XP is ever su
 ``poll`` makes one ``squeue`` call (shared between commands for a few seconds) and asks ``sacct``
 only about jobs that left the queue (cached); without accounting, the status file that the job
 writes itself settles jobs Slurm has forgotten. ``cancel`` is one ``scancel`` of the array tasks.
+
+What each job asks for is :func:`gridman.core.resources.slurm_request` (Dora's mapping: one task
+per GPU, at most ``max_gpus_per_node`` GPUs a node, more GPUs on more nodes).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from ..core.jobs import (
     update_job,
 )
 from ..core.liveness import clear_cancel, request_cancel, worker_status
-from ..core.resources import Resources
+from ..core.resources import DEFAULT_MAX_GPUS_PER_NODE, Resources, slurm_request
 from ..errors import UsageError
 from .base import Backend, BackendSpec, Choice, LaunchContext, Submission, check_flag
 from .slurm_job import XPTask
@@ -50,7 +53,7 @@ _GRACE = 60.0  # seconds a job may be unknown to Slurm after its submission (sac
 _NO_REQUEUE_LIMIT = 10**6  # submitit's own timeout count: gridman counts (max_num_timeout)
 
 #: gridman.yaml ``slurm:`` keys that configure the backend itself (the others are resources).
-BACKEND_KEYS = ("group_arrays", "cache_s", "signal_delay_s", "max_array_size")
+BACKEND_KEYS = ("group_arrays", "cache_s", "signal_delay_s", "max_array_size", "max_gpus_per_node")
 
 
 @dataclass(frozen=True)
@@ -97,22 +100,24 @@ def array_chunks(
     return chunks
 
 
-def sbatch_parameters(res: Resources, name: str, signal_delay_s: int) -> dict[str, Any]:
+def sbatch_parameters(
+    res: Resources, name: str, signal_delay_s: int,
+    max_gpus_per_node: int = DEFAULT_MAX_GPUS_PER_NODE,
+) -> dict[str, Any]:  # fmt: skip
     """submitit's SlurmExecutor parameters for these resources (no site defaults)."""
+    request = slurm_request(res, max_gpus_per_node)
     params: dict[str, Any] = {
         "job_name": name, "signal_delay_s": signal_delay_s, "stderr_to_stdout": True,
         "array_parallelism": res.array_parallelism, "time": res.time,  # None: cluster's default
+        "nodes": request.nodes, "ntasks_per_node": request.ntasks_per_node,
     }  # fmt: skip
     extra: dict[str, Any] = {k: v if v != "" else True for k, v in res.sbatch_args}  # bare flag
-    if res.gpus:
-        params["gpus_per_node"] = res.gpus
-    if res.mem:
-        extra.setdefault("mem", res.mem)
-    elif res.mem_per_gpu:  # Dora's meaning: memory per GPU, in GB
-        extra.setdefault("mem", f"{int(res.mem_per_gpu * max(res.gpus, 1) * 1024)}M")
-    cpus = res.cpus_per_task or (res.cpus_per_gpu * res.gpus if res.cpus_per_gpu else None)
-    if cpus:
-        params["cpus_per_task"] = cpus
+    if request.gpus_per_node:
+        params["gpus_per_node"] = request.gpus_per_node
+    if request.mem and "mem" not in extra:  # a raw sbatch_args mem wins
+        params["mem"] = request.mem
+    if request.cpus_per_task:
+        params["cpus_per_task"] = request.cpus_per_task
     for key in ("partition", "comment", "constraint", "exclude", "qos", "account", "nodelist"):
         value = getattr(res, key)
         if value:
@@ -138,6 +143,7 @@ class SlurmBackend(Backend):
         self.group = bool(settings.get("group_arrays", True))
         self.signal_delay_s = int(settings.get("signal_delay_s", 90))
         self.max_array = settings.get("max_array_size")
+        self.max_gpus_per_node = int(settings.get("max_gpus_per_node") or DEFAULT_MAX_GPUS_PER_NODE)
         self.view = SlurmView(self.folder, float(settings.get("cache_s", 2.0)))
         self.sbatch_calls = 0
 
@@ -148,6 +154,8 @@ class SlurmBackend(Backend):
                     f"the slurm backend needs {tool}, which is not on PATH",
                     "run on a Slurm login node, or use --backend local",
                 )
+        for res in {sub.resources for sub in submissions}:
+            slurm_request(res, self.max_gpus_per_node)  # a bad GPU count fails before any sbatch
 
     def describe(self, submissions: Sequence[Submission] = ()) -> str:
         return "slurm (job arrays through submitit)"
@@ -203,8 +211,8 @@ class SlurmBackend(Backend):
                 max_num_timeout=_NO_REQUEUE_LIMIT,
                 python=shlex.quote(self.ctx.python or "python3"),
             )
-            executor.update_parameters(**sbatch_parameters(res, intent.name,
-                                                           self.signal_delay_s))  # fmt: skip
+            executor.update_parameters(**sbatch_parameters(
+                res, intent.name, self.signal_delay_s, self.max_gpus_per_node))  # fmt: skip
         except (RuntimeError, ValueError) as exc:
             raise SlurmError(f"cannot prepare the sbatch script: {exc}") from None
         tasks = [self._task(sub) for sub in chunk]
@@ -456,6 +464,10 @@ def _check_values(section: Mapping[str, Any]) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value < 0):  # fmt: skip
             raise UsageError(f"{key} must be a non-negative number, got {value!r}")
+    gpus = section.get("max_gpus_per_node")
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1):
+        raise UsageError(f"max_gpus_per_node must be a positive integer, got {gpus!r}",
+                         "the GPUs on one node of this cluster, e.g. 8")  # fmt: skip
     check_flag(section, "group_arrays")
 
 

@@ -3,6 +3,10 @@
 Frozen, so launchers share one object instead of deep-copying it on every ``bind`` (a hotspot
 in Dora). Keys are Dora's, so Dora grid files run unchanged; an unknown key is an error that
 lists the valid ones with a close match.
+
+:func:`slurm_request` turns them into what one Slurm job asks for, as Dora did: at most
+``max_gpus_per_node`` GPUs on a node, more GPUs spread over whole nodes, one task per GPU
+unless ``one_task_per_node``, CPUs and memory per GPU scaled to the node.
 """
 
 from __future__ import annotations
@@ -76,3 +80,77 @@ def _normalise(key: str, value: Any) -> Any:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Resources))
+
+
+#: GPUs on one node unless gridman.yaml says otherwise (``slurm: {max_gpus_per_node: N}``).
+DEFAULT_MAX_GPUS_PER_NODE = 8
+
+
+@dataclass(frozen=True)
+class SlurmRequest:
+    """What one XP's job asks Slurm for, under sbatch's own option names.
+
+    ``mem`` is per node, as a Slurm size (``80G``, ``7680M``); ``cpus_per_task`` and ``mem`` are
+    None when the XP asked nothing (the cluster's default applies: no site defaults here).
+    """
+
+    nodes: int = 1
+    ntasks_per_node: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: Optional[int] = None
+    mem: Optional[str] = None
+
+    @property
+    def tasks(self) -> int:
+        """Processes (ranks) of the job: its world size."""
+        return self.nodes * self.ntasks_per_node
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def slurm_request(
+    res: Resources, max_gpus_per_node: int = DEFAULT_MAX_GPUS_PER_NODE
+) -> SlurmRequest:
+    """The nodes, tasks, GPUs, CPUs and memory one job asks for ``res`` (Dora's mapping).
+
+    Up to ``max_gpus_per_node`` GPUs fit on one node; more must fill whole nodes. Each task is
+    one rank: one per GPU, or one per node seeing all its GPUs (``one_task_per_node``). An XP
+    without GPUs scales ``cpus_per_gpu`` and ``mem_per_gpu`` as if it had one, as Dora does.
+    """
+    if isinstance(max_gpus_per_node, bool) or not isinstance(max_gpus_per_node, int) \
+            or max_gpus_per_node < 1:  # fmt: skip
+        raise UsageError(
+            f"max_gpus_per_node must be a positive integer, got {max_gpus_per_node!r}",
+            "set it in gridman.yaml: slurm: {max_gpus_per_node: 8}",
+        )
+    gpus = res.gpus
+    if gpus <= max_gpus_per_node:
+        nodes, per_node = 1, gpus
+    elif gpus % max_gpus_per_node == 0:
+        nodes, per_node = gpus // max_gpus_per_node, max_gpus_per_node
+    else:
+        lower = gpus // max_gpus_per_node * max_gpus_per_node
+        raise UsageError(
+            f"gpus={gpus} cannot be spread over whole nodes of {max_gpus_per_node} GPUs",
+            f"ask for at most {max_gpus_per_node} GPUs or a multiple of {max_gpus_per_node} "
+            f"(e.g. {lower} or {lower + max_gpus_per_node}), or set slurm: "
+            "{max_gpus_per_node: N} in gridman.yaml if this cluster's nodes hold more",
+        )
+    scale = max(per_node, 1)  # CPUs and memory of a GPU-less XP: as for one GPU
+    tasks = 1 if res.one_task_per_node else scale
+    cpus = res.cpus_per_task
+    if cpus is None and res.cpus_per_gpu:
+        cpus = res.cpus_per_gpu * (scale if res.one_task_per_node else 1)
+    mem = str(res.mem) if res.mem else None  # the raw --mem wins, as given
+    if mem is None and res.mem_per_gpu:
+        mem = slurm_size_gb(res.mem_per_gpu * scale)
+    return SlurmRequest(nodes, tasks, per_node, cpus, mem)
+
+
+def slurm_size_gb(gigabytes: float) -> str:
+    """``gigabytes`` (Slurm's G: 1024 M) as a size sbatch takes: ``80G``, else whole ``M``."""
+    megabytes = round(gigabytes * 1024)
+    if megabytes % 1024 == 0:
+        return f"{megabytes // 1024}G"
+    return f"{megabytes}M"
