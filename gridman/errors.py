@@ -84,6 +84,10 @@ class XPBusyError(GridmanError):
     """An operation that needs an XP to be idle found it running."""
 
 
+class UnsafePathError(GridmanError):
+    """A file or folder that another user may have planted or may write into: refused."""
+
+
 class StorageError(GridmanError):
     """A file gridman needs cannot be written (full disk, read-only mount, no permission):
     not a bug. The message names the path and the reason, the hint what to do."""

@@ -22,7 +22,7 @@ from ..backends import Backend, LaunchContext, Submission, get_backend, registry
 from ..core.explore import Sheep
 from ..core.fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
 from ..core.grids import Grid, build_herd, grids_dir, list_grids, load_grid, merge_warning
-from ..core.jobs import JobRecord, read_job
+from ..core.jobs import PROJECT_LOCK, JobRecord, read_job
 from ..core.loader import load_main
 from ..core.main import DecoratedMain
 from ..core.names import grid_items, grid_names, select
@@ -35,7 +35,7 @@ from ..errors import STORAGE_ERRNOS, UsageError, storage_error
 from .xp import check_project
 
 GRIDS = "grids"
-LOCK = ".gridman.lock"
+LOCK = PROJECT_LOCK
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,18 @@ from ..core.jobs import (
     State,
     end_latest,
     now,
-    pid_alive,
     read_job,
     this_host,
     update_job,
 )
-from ..core.liveness import clear_cancel, is_running_here, mark_vanished, request_cancel
+from ..core.liveness import (
+    clear_cancel,
+    is_running_here,
+    mark_vanished,
+    process_is,
+    request_cancel,
+    signal_attempt,
+)
 from ..errors import ConfigError, UsageError
 from .attempt import FOREGROUND, AttemptSpec
 from .base import Backend, BackendSpec, Choice, LaunchContext, Submission
@@ -272,13 +278,9 @@ def _unqueue(pool: Path, job_id: str) -> bool:
 def _signal(folder: Path, sig: int) -> None:
     record = read_job(folder)
     latest = record.latest if record else None
-    if latest is None or not latest.pid or latest.host != this_host():
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if latest.extra.get("session"):
-            os.killpg(latest.pid, sig)  # the XP and everything it started
-        else:
-            os.kill(latest.pid, sig)
+    if latest is not None:
+        # Only while the pid is still the XP's process (start time, boot id): never a stranger.
+        signal_attempt(latest, sig)
 
 
 def _wait_finished(folders: list[Path]) -> None:
@@ -305,7 +307,7 @@ def _finished(folder: Path) -> bool:
     if record is None or record.latest is None or record.latest.state.finished:
         return True
     latest = record.latest
-    if latest.state is State.RUNNING and not pid_alive(latest.pid) and not is_running_here(folder):
+    if latest.state is State.RUNNING and not process_is(latest) and not is_running_here(folder):
         end_latest(folder, State.CANCELLED)
         return True
     return False

@@ -47,13 +47,18 @@ from ..core.jobs import (
     JobRecord,
     State,
     now,
-    pid_alive,
     read_job,
     this_host,
     update_job,
 )
 from ..core.link import settle_history
-from ..core.liveness import cancel_requested, clear_cancel, mark_vanished, worker_status
+from ..core.liveness import (
+    cancel_requested,
+    clear_cancel,
+    mark_vanished,
+    process_is,
+    worker_status,
+)
 from .attempt import AttemptSpec, run_guarded
 
 IDLE_EXIT = 2.0
@@ -284,8 +289,8 @@ class Pool:
         try:
             with contextlib.ExitStack() as stack:
                 # The run lock, as its runner held it: `gridman grid` sees the XP running.
-                locked = _take_run_lock(stack, folder, attempt.pid)
-                while _xp_alive(attempt.pid):
+                locked = _take_run_lock(stack, folder, attempt)
+                while _xp_alive(attempt):
                     time.sleep(TICK)
                 state = _record_adopted_end(folder, attempt.n, cleared=locked)
                 _log(f"{folder.name} {state} (adopted) gpus={slots}")
@@ -338,15 +343,19 @@ def _live_attempt(item: Any, name: str) -> Optional[tuple[Path, Attempt]]:
     attempt = found[1]
     if attempt.state is not State.RUNNING or attempt.host != this_host():
         return None
-    return found if _xp_alive(attempt.pid) else None
+    return found if _xp_alive(attempt) else None
 
 
-def _xp_alive(pid: Optional[int]) -> bool:
-    # The pool's XPs lead their own session: a recycled pid almost never does.
-    if not pid or not pid_alive(pid):
+def _xp_alive(attempt: Attempt) -> bool:
+    # The attempt's process, recognised by its start time and boot id (a recycled pid is not
+    # it); records written before those were kept also need the pid to lead its own session,
+    # as the pool's XPs do.
+    if not process_is(attempt):
         return False
+    if attempt.pid_start is not None:
+        return True
     try:
-        return os.getsid(pid) == pid
+        return os.getsid(attempt.pid or 0) == attempt.pid
     except OSError:
         return False
 
@@ -387,10 +396,10 @@ def _end_claim(item: dict[str, Any], name: str, state: State, **extra: Any) -> N
     update_job(found[0], change)
 
 
-def _take_run_lock(stack: contextlib.ExitStack, folder: Path, pid: Optional[int]) -> bool:
+def _take_run_lock(stack: contextlib.ExitStack, folder: Path, attempt: Attempt) -> bool:
     """The XP's run lock, tried for a while: a command testing it holds it an instant."""
     deadline = time.monotonic() + 2.0
-    while _xp_alive(pid):
+    while _xp_alive(attempt):
         if stack.enter_context(file_lock(folder / RUN_LOCK, blocking=False)):
             return True
         if time.monotonic() > deadline:

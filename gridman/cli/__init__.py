@@ -259,8 +259,13 @@ def _attempt_text(attempt: dict[str, Any]) -> str:
         parts.append(f"node {attempt['host']}")
     if attempt.get("exit_code") is not None:
         parts.append(f"exit {attempt['exit_code']}")
-    if (attempt.get("extra") or {}).get("error"):
-        parts.append(f"- {attempt['extra']['error']}")
+    extra = attempt.get("extra") or {}
+    if extra.get("stopped_by"):
+        parts.append(f"(stopped by {extra['stopped_by']})")
+    if extra.get("error"):
+        parts.append(f"- {extra['error']}")
+    if extra.get("log_error"):
+        parts.append(f"- log incomplete: {extra['log_error']}")
     return " ".join(parts)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import GridmanError
+from ..errors import UnsafePathError
 
 #: Version written into every JSON state file, checked on read.
 FORMAT_VERSION = 1
@@ -46,9 +46,12 @@ def atomic_write_bytes(
         finally:
             os.close(fd)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # os.write and os.fsync name no file: say which one could not be written.
+            raise OSError(exc.errno, exc.strerror, target) from exc
         raise
     if fsync:
         fsync_dir(Path(folder))
@@ -145,10 +148,6 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
-
-
-class UnsafePathError(GridmanError):
-    """A file or folder that another user may have planted or may write into: refused."""
 
 
 def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
