@@ -123,3 +123,17 @@ def test_damaged_journal_is_set_aside_and_reported(project: Path, disk: Path, ep
     assert (folder / JOURNAL).read_bytes() == b""
     shown = run_cli(["info", "--sig", sig], project)
     assert shown.exit_code == 0 and str(aside) in shown.stdout and "history!" in shown.stdout
+
+
+def test_a_state_file_that_cannot_be_written_is_an_error_naming_it(disk: Path) -> None:
+    """A full disk under an atomic write: the error names the file, the old contents stay."""
+    from gridman.core.fsutil import atomic_write_bytes
+
+    target = disk / "job.json"
+    target.write_bytes(b'{"old": true}')
+    fill_disk(disk)
+    with pytest.raises(OSError) as caught:
+        atomic_write_bytes(target, b"x" * 200_000)
+    assert caught.value.filename == str(target)  # os.write alone names no file
+    assert target.read_bytes() == b'{"old": true}'
+    assert sorted(p.name for p in disk.iterdir()) == ["filler", "job.json"]  # no temporary left
