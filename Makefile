@@ -14,7 +14,7 @@ $(VENV)/.base: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test,mpi,plot]'
+	$(PIP) install -e '.[test,mpi,plot,hydra]'
 	touch $@ $(VENV)/.base
 
 demo: $(VENV)/.base

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "argparse_main": "gridman.core.main",
     "yaml_main": "gridman.core.main",
+    "hydra_main": "gridman.core.hydra_main",  # needs the [hydra] extra, imported on use
     "DecoratedMain": "gridman.core.main",
     "get_xp": "gridman.core.xp",
     "is_xp": "gridman.core.xp",
