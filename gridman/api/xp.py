@@ -113,9 +113,17 @@ def clear(prepared: Prepared) -> bool:
 
 
 def run(
-    project: Project, prepared: Prepared, echo: Optional[tuple[BinaryIO, BinaryIO]] = None
+    project: Project,
+    prepared: Prepared,
+    echo: Optional[tuple[BinaryIO, BinaryIO]] = None,
+    distributed: bool = False,
+    ws: Optional[int] = None,
 ) -> RunResult:
     """Run the XP in the foreground (a child process), recording its state in job.json.
+
+    ``distributed`` (Dora's ``run -d``) runs it as one rank per visible GPU, each seeing them
+    all with its own LOCAL_RANK; ``ws`` runs it as that many ranks on CPUs (no GPU visible),
+    to debug a distributed main without GPUs. One attempt either way: rank 0 records it.
 
     The decision to start it and its RUNNING record are made under the project lock, as
     ``gridman grid`` plans and commits under it: a racing grid either queued the XP first
@@ -124,9 +132,10 @@ def run(
     """
     xp = prepared.xp
     init_xp(xp)
-    ctx = LaunchContext(root=project.root, dir=xp.dir, main_spec=prepared.spec,
-                        env=dict(os.environ))  # fmt: skip
-    attempt = AttemptSpec.for_xp(ctx, xp.sig, xp.folder, xp.argv, FOREGROUND)
+    ranks, hide = _foreground_ranks(distributed, ws)
+    env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if hide else {})}
+    ctx = LaunchContext(root=project.root, dir=xp.dir, main_spec=prepared.spec, env=env)
+    attempt = AttemptSpec.for_xp(ctx, xp.sig, xp.folder, xp.argv, FOREGROUND, ranks=ranks)
     decision = contextlib.ExitStack()
     decision.enter_context(file_lock(xp.dir / PROJECT_LOCK))
     try:
@@ -138,6 +147,38 @@ def run(
                         on_start=lambda proc: decision.close())  # fmt: skip
     finally:
         decision.close()  # (a second close does nothing)
+
+
+def _foreground_ranks(distributed: bool, ws: Optional[int]) -> tuple[int, bool]:
+    """(ranks, whether to hide the GPUs) of a foreground run."""
+    if ws is not None:
+        if ws < 1:
+            raise UsageError(f"--ws must be at least 1, got {ws}")
+        return ws, True
+    if not distributed:
+        return 1, False
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    count = len([g for g in visible.split(",") if g.strip()]) if visible is not None else 0
+    if visible is None:
+        count = _nvidia_smi_gpus()
+    if count == 0:
+        raise UsageError("-d runs one rank per GPU, and no GPU is visible",
+                         "use --ws N to run N ranks on CPUs")  # fmt: skip
+    return count, False
+
+
+def _nvidia_smi_gpus() -> int:
+    """GPUs nvidia-smi lists (0 without it)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
 def _refuse_live(project: Project, sig: str, folder: Path) -> None:

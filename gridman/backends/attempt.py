@@ -44,6 +44,10 @@ class AttemptSpec:
     job_id: Optional[str] = None
     #: CUDA_VISIBLE_DEVICES for the XP (None: the host's environment decides).
     gpus: Optional[tuple[str, ...]] = None
+    #: Processes (ranks) the runner starts for the XP, each seeing all of ``gpus``.
+    ranks: int = 1
+    #: Ranks started by others (a Slurm step's tasks 1..peers), watched by this rank 0.
+    peers: int = 0
 
     @classmethod
     def for_xp(
@@ -57,16 +61,19 @@ class AttemptSpec:
         env: Optional[Mapping[str, str]] = None,
         job_id: Optional[str] = None,
         extra_env: Optional[Mapping[str, str]] = None,
+        ranks: int = 1,
     ) -> AttemptSpec:
         """The attempt of XP ``sig`` that a backend with this context starts."""
         command = worker_command(ctx.main_spec, ctx.root, argv, ctx.python)
         base = ctx.env if env is None else env
         return cls(Path(folder), tuple(command), Path(ctx.root),
-                   worker_env(base, ctx.dir, sig, extra_env or {}), backend, job_id)  # fmt: skip
+                   worker_env(base, ctx.dir, sig, extra_env or {}), backend, job_id,
+                   ranks=ranks)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {"folder": str(self.folder), "command": list(self.command), "cwd": str(self.cwd),
-                "env": dict(self.env), "backend": self.backend, "job_id": self.job_id}  # fmt: skip
+                "env": dict(self.env), "backend": self.backend, "job_id": self.job_id,
+                "ranks": self.ranks}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: Any, **changes: Any) -> AttemptSpec:
@@ -84,7 +91,11 @@ class AttemptSpec:
         if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
             raise ValueError("'env' must map names to strings")
         job_id = data.get("job_id")
+        ranks = data.get("ranks", 1)  # absent from entries written before ranks existed
+        if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+            raise ValueError(f"'ranks' must be a positive count of processes, got {ranks!r}")
         fields: dict[str, Any] = {
+            "ranks": ranks,
             "folder": Path(_text(data, "folder")),
             "command": tuple(command),
             "cwd": Path(_text(data, "cwd")),
@@ -122,6 +133,7 @@ def run_here(
     return run_attempt(
         spec.folder, spec.command, cwd=spec.cwd, env=spec.environment(), backend=spec.backend,
         echo=echo, job_id=spec.job_id, new_session=new_session, on_start=on_start,
+        ranks=spec.ranks, peers=spec.peers,
     )  # fmt: skip
 
 

@@ -45,6 +45,7 @@ from ..core.liveness import (
     request_cancel,
     signal_attempt,
 )
+from ..core.resources import Resources
 from ..errors import ConfigError, UsageError
 from .attempt import FOREGROUND, AttemptSpec
 from .base import Backend, BackendSpec, Choice, LaunchContext, Submission
@@ -65,6 +66,12 @@ class PoolConfig:
     def to_json(self) -> dict[str, Any]:
         return {"version": 1, "workers": self.workers, "gpus": list(self.gpus),
                 "xps_per_gpu": self.xps_per_gpu}  # fmt: skip
+
+
+def local_ranks(res: Resources) -> int:
+    """Processes an XP runs as on one machine: one per GPU (each sees them all and takes the
+    one of its LOCAL_RANK), or one seeing them all with ``one_task_per_node``."""
+    return 1 if res.one_task_per_node else max(res.gpus, 1)
 
 
 def pool_dir(dir: Path) -> Path:
@@ -161,7 +168,8 @@ class LocalBackend(Backend):
             # no entry, which poll() reports as VANISHED (and --retry resubmits).
             update_job(sub.folder, _queued(name), durable=False)
             attempt = AttemptSpec.for_xp(self.ctx, sub.sig, sub.folder, sub.argv, "local",
-                                         env=env, job_id=name)  # fmt: skip
+                                         env=env, job_id=name,
+                                         ranks=local_ranks(sub.resources))  # fmt: skip
             # "gpus" is how many the XP asks for; the daemon picks which (pool.py).
             item = {"version": 1, "sig": sub.sig, "gpus": sub.resources.gpus, **attempt.to_json()}
             _write_private(queue / name, item)

@@ -69,6 +69,7 @@ class MPIBackend(Backend):
                 "the MPI backend runs inside an MPI job with at least 2 ranks",
                 "mpiexec -n 9 gridman grid NAME --backend mpi (or srun -n 9 ... in sbatch)",
             )
+        refuse_distributed(submissions)
         comm_world()
 
     def submit(self, submissions: Sequence[Submission]) -> None:
@@ -112,6 +113,20 @@ class MPIBackend(Backend):
             raise UsageError(
                 f"{len(live)} XP(s) ({', '.join(live[:3])}...) run inside an MPI allocation",
                 "XPs of an MPI job end with it: stop its mpiexec (or scancel its Slurm job)",
+            )
+
+
+def refuse_distributed(submissions: Sequence[Submission]) -> None:
+    """Raise UsageError for an XP that would run as several processes (one per GPU): an MPI
+    rank hosts one XP as one process, and gives it no peers to train with."""
+    for sub in submissions:
+        res = sub.resources
+        if res.gpus > 1 and not res.one_task_per_node:
+            raise UsageError(
+                f"XP {sub.sig} asks for gpus={res.gpus}, one rank per GPU: the MPI backend "
+                "runs each XP as one process on one MPI rank",
+                "run it with --backend slurm or local, or give it one_task_per_node=True "
+                "(one process seeing its GPUs)",
             )
 
 

@@ -50,7 +50,17 @@ from ..core.liveness import (
     process_is,
     status_file,
 )
+from ..core.torchenv import TORCH_KEYS
 from ..errors import XPBusyError
+from .ranks import (
+    RankGroup,
+    free_port,
+    local_rank_env,
+    rank_end_file,
+    rank_log,
+    rank_note,
+    without,
+)
 
 _GRACE = 10.0
 #: Signals that stop a foreground run as Ctrl-C does (SIGINT comes as KeyboardInterrupt).
@@ -70,6 +80,8 @@ class RunResult:
     exit_code: Optional[int]
     attempt: int
     log: Path
+    #: The rank whose failure failed a distributed XP (None: one process, or none failed).
+    failed_rank: Optional[int] = None
 
 
 def worker_command(main_spec: str, root: Path, argv: Sequence[str], python: str = "") -> list[str]:
@@ -88,7 +100,10 @@ def worker_command(main_spec: str, root: Path, argv: Sequence[str], python: str 
 def worker_env(
     base: Mapping[str, str], dir: Path, sig: str, extra: Mapping[str, str]
 ) -> dict[str, str]:
-    env = dict(base)
+    # One process unless the host says otherwise (extra): a rank inherited from the host's
+    # own environment (an MPI or Slurm task hosting several XPs) must not make an XP a rank.
+    env = {k: v for k, v in base.items() if k not in TORCH_KEYS[:4]}
+    env.update(zip(TORCH_KEYS[:4], ("0", "1", "0", "1")))
     env.update(extra)
     env["GRIDMAN_DIR"] = str(dir)  # the child must write where the parent looked
     env["GRIDMAN_XP_SIG"] = sig
@@ -120,11 +135,21 @@ class _Launch:
     echo: Optional[tuple[BinaryIO, BinaryIO]]
     on_start: Optional[Callable[[subprocess.Popen[bytes]], None]]
     stops: _Stops
+    n: int = 0
+    #: Ranks this runner starts (1: the XP is one process, or one rank of a Slurm step).
+    ranks: int = 1
+    #: Ranks 1..peers that others started (Slurm tasks): watched through their end files.
+    peers: int = 0
+
+    @property
+    def world(self) -> int:
+        return self.ranks + self.peers
 
     def record_start(self, pid: Optional[int]) -> None:
+        note = rank_note(self.folder, self.n, self.world) if self.world > 1 else {}
         update_job(
             self.folder,
-            lambda r: _start_attempt(r, self.backend, self.job_id, self.new_session, pid),
+            lambda r: _start_attempt(r, self.backend, self.job_id, self.new_session, pid, note),
             durable=False,  # a lost RUNNING reads as a runner that is gone: nothing is lost
         )
 
@@ -141,6 +166,8 @@ def run_attempt(
     new_session: bool = False,
     on_start: Optional[Callable[[subprocess.Popen[bytes]], None]] = None,
     call: Optional[Callable[[Path], int]] = None,
+    ranks: int = 1,
+    peers: int = 0,
 ) -> RunResult:
     """Run ``command`` as a new attempt of the XP in ``folder`` and record how it ended.
 
@@ -155,6 +182,11 @@ def run_attempt(
     preemption; ``gridman run`` then lets go of the project lock). With ``call``, the attempt
     runs in this process instead of a child: it gets the log's path and returns the exit
     status (``command`` is unused).
+
+    With ``ranks`` > 1 the XP runs as that many processes on this machine, each with torch's
+    variables (ranks.py); with ``peers``, ranks 1..peers run elsewhere (Slurm tasks) and their
+    end files are watched. Either way the first rank that fails fails the XP (its rank and exit
+    code recorded) and the others still running here are stopped.
     """
     stops = _Stops(active=echo is not None)
     result: Optional[RunResult] = None
@@ -173,12 +205,13 @@ def run_attempt(
             log = folder / "log" / f"{n}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             launch = _Launch(command, cwd, env, log, folder, backend, job_id, new_session,
-                             echo, on_start, stops)  # fmt: skip
+                             echo, on_start, stops, n, max(ranks, 1), max(peers, 0))  # fmt: skip
             end = _attempt(launch, n, call)
             settle_history(folder)  # history.json whole before the end is seen (never raises)
             update_job(folder, _ended(n, end))
             clear_cancel(folder)
-            result = RunResult(folder.name, folder, end.state, end.code, n, log)
+            failed = end.extra.get("failed_rank")
+            result = RunResult(folder.name, folder, end.state, end.code, n, log, failed)
             return result
     finally:
         stops.restore()
@@ -285,6 +318,7 @@ def _start_attempt(
     job_id: Optional[str],
     new_session: bool,
     pid: Optional[int],
+    note: Optional[Mapping[str, Any]] = None,
 ) -> JobRecord:
     start = now()
     fields: dict[str, Any] = {"started": start, "host": this_host(), "pid": pid}
@@ -293,27 +327,30 @@ def _start_attempt(
     latest = record.latest
     if latest and _queued_as(latest, job_id):
         # A backend queued this attempt as PENDING: it now starts (keeping what it noted).
-        extra = {**latest.extra, "session": new_session}
+        extra = {**latest.extra, **(note or {}), "session": new_session}
         return record.with_latest(state=State.RUNNING, extra=extra, **fields)
-    fields["extra"] = {"session": new_session}
+    fields["extra"] = {**(note or {}), "session": new_session}
     return record.with_new_attempt(backend, State.RUNNING, job_id=job_id, submitted=start, **fields)
 
 
 def _spawn(launch: _Launch) -> _Ended:
     """Start the child, record it RUNNING, copy its output (foreground) and wait for it."""
     piped = launch.echo is not None
+    port = free_port() if launch.ranks > 1 else 0
+    others: dict[int, subprocess.Popen[bytes]] = {}
     with open(launch.log, "ab") as log_file:
         try:
             proc = subprocess.Popen(
                 list(launch.command),
                 cwd=launch.cwd,
-                env=dict(launch.env),
+                env=_rank_env(launch, 0, port),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE if piped else log_file,
                 stderr=subprocess.PIPE if piped else subprocess.STDOUT,
                 # Pool XPs get their own process group: -C signals the XP and its children only.
                 start_new_session=launch.new_session,
             )
+            others = _start_ranks(launch, proc, port)
         except OSError as exc:  # E2BIG, ENOENT...: no process, but an attempt that failed
             return _not_started(launch, log_file, exc)
         launch.record_start(proc.pid)
@@ -322,16 +359,72 @@ def _spawn(launch: _Launch) -> _Ended:
         if cancel_requested(launch.folder):  # cancelled while it was starting: -C signalled no pid
             _terminate(proc, launch.new_session)
         pumps = None if launch.echo is None else _Pumps(proc, launch.log, log_file, launch.echo)
-        code, cause = _wait(proc, launch.stops)
+        if launch.world > 1:
+            code, cause, failed = _wait_ranks(launch, {0: proc, **others})
+        else:
+            (code, cause), failed = _wait(proc, launch.stops), None
         if pumps is not None:
             pumps.join()
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {} if failed is None else {"failed_rank": failed}
     if pumps is not None and pumps.error is not None:
         extra["log_error"] = pumps.error
     if cause is not None:
         extra["stopped_by"] = cause
         return _Ended(code, State.CANCELLED, extra)
     return _Ended(code, State.COMPLETED if code == 0 else State.FAILED, extra)
+
+
+def _rank_env(launch: _Launch, rank: int, port: int) -> dict[str, str]:
+    """The environment of rank ``rank`` of the ranks this runner starts: only rank 0 writes
+    the worker's status file."""
+    if launch.ranks <= 1:
+        return dict(launch.env)
+    base = launch.env if rank == 0 else without(launch.env, "GRIDMAN_STATUS_FILE")
+    return {**base, **local_rank_env(rank, launch.ranks, port)}
+
+
+def _start_ranks(
+    launch: _Launch, first: subprocess.Popen[bytes], port: int
+) -> dict[int, subprocess.Popen[bytes]]:
+    """Start ranks 1.. of a local group, each writing its own log (each in its own session
+    as rank 0 is: a process cannot join a group of another session; -C, which signals rank
+    0's group, ends them through the runner, which stops the others when one dies). A rank
+    that cannot start stops those started and raises OSError."""
+    started: dict[int, subprocess.Popen[bytes]] = {}
+    try:
+        for rank in range(1, launch.ranks):
+            with open(rank_log(launch.folder, launch.n, rank), "ab") as out:
+                started[rank] = subprocess.Popen(
+                    list(launch.command), cwd=launch.cwd, env=_rank_env(launch, rank, port),
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=launch.new_session,
+                )  # fmt: skip
+    except OSError:
+        RankGroup({0: first, **started}).stop(signal.SIGKILL, 0.0)
+        raise
+    return started
+
+
+def _wait_ranks(
+    launch: _Launch, procs: dict[int, subprocess.Popen[bytes]]
+) -> tuple[int, Optional[str], Optional[int]]:
+    """Wait for the ranks of a distributed XP: (exit status, the signal that stopped this
+    run, the rank that failed). A rank that fails stops the others; its status is the XP's."""
+    remote = {r: rank_end_file(launch.folder, launch.n, r) for r in range(1, launch.peers + 1)}
+    group = RankGroup(procs, remote)
+    try:
+        with launch.stops.armed():
+            failed = group.watch()
+    except KeyboardInterrupt:  # the ranks, in the terminal's process group, got it too
+        group.stop(None, _GRACE)
+        return group.codes.get(0, 130), "SIGINT", None
+    except _Stopped as stopped:
+        group.stop(stopped.signum, _GRACE)
+        return group.codes.get(0, 128 + stopped.signum), signal.Signals(stopped.signum).name, None
+    if failed is None:
+        return 0, None, None
+    group.stop(signal.SIGTERM, _GRACE)
+    return failed[1], None, failed[0]
 
 
 def _not_started(launch: _Launch, log_file: BinaryIO, exc: OSError) -> _Ended:

@@ -124,8 +124,12 @@ def sbatch_parameters(
             params[key] = value
     if res.setup:
         params["setup"] = list(res.setup)
-    if res.srun_args:
-        params["srun_args"] = list(res.srun_args)
+    srun_args = list(res.srun_args)
+    if request.tasks > 1 and not any(a.startswith(("--kill-on-bad-exit", "-K")) for a in srun_args):
+        # A rank that fails ends the step: the others would otherwise wait on it forever.
+        srun_args.insert(0, "--kill-on-bad-exit=1")
+    if srun_args:
+        params["srun_args"] = srun_args
     if extra:
         params["additional_parameters"] = extra
     return params

@@ -19,16 +19,20 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from ..core.jobs import JobRecord, State, now, read_job, update_job
+from ..core.torchenv import TORCH_KEYS, derive_env
 from .attempt import AttemptSpec, run_here
+from .ranks import rank_log, without, write_rank_end
 from .runner import worker_command, worker_env
 from .slurm_query import SlurmError, map_state, run_slurm
 from .worker import IGNORE_SIGNALS
 
 _CURRENT: dict[str, subprocess.Popen[bytes]] = {}  # the XP's process, for checkpoint()
 _STOP_GRACE = 20.0
+_RANK_WAIT = 30.0  # how long a rank waits for rank 0's record (its start, or the XP's end)
+T = TypeVar("T")
 
 
 class XPFailed(Exception):
@@ -62,16 +66,24 @@ class XPTask:
         _fix_submitit_timeout()
         folder = Path(self.folder)
         job_id = slurm_job_id()
-        # Slurm's timeout/preemption warning (USR2) reaches every process of the job; this
+        # Every task of the step is one rank: torch's variables from Slurm's (a launcher's
+        # RANK inherited from the submitting shell must not win over them).
+        ranks = derive_env(without(os.environ, *TORCH_KEYS[:4]))
+        rank, world = int(ranks["RANK"]), int(ranks["WORLD_SIZE"])
+        # Slurm's timeout/preemption warning (USR2) reaches every process of the job; rank 0's
         # task handles it (checkpoint and requeue), and stops the XP itself: the XP ignores it.
-        extra = {IGNORE_SIGNALS: "SIGUSR2"}
+        extra = {IGNORE_SIGNALS: "SIGUSR2", **ranks}
         env = worker_env(os.environ, Path(self.dir), folder.name, extra)
         command = worker_command(self.main_spec, Path(self.root), self.argv, self.python)
+        if rank != 0:
+            return run_rank(folder, job_id, rank, command, Path(self.root), env)
         # A submission that died before recording the job id left its attempt without one.
         update_job(folder, _claim(os.environ.get("SLURM_JOB_NAME"), job_id), durable=False)
-        spec = AttemptSpec(folder, tuple(command), Path(self.root), env, "slurm", job_id)
+        spec = AttemptSpec(folder, tuple(command), Path(self.root), env, "slurm", job_id,
+                           peers=world - 1)  # fmt: skip
         result = run_here(spec, on_start=_remember)
-        if result.state is State.FAILED and (result.exit_code or 0) < 0:
+        killed = result.failed_rank is None and (result.exit_code or 0) < 0
+        if result.state is State.FAILED and killed:
             _settle_killed(folder, result.attempt, job_id)
         if result.state is not State.COMPLETED:
             raise XPFailed(f"XP {folder.name} ended {result.state} (exit code {result.exit_code})")
@@ -132,6 +144,65 @@ def _settle_killed(folder: Path, attempt: int, job_id: str) -> None:
                                   extra={**latest.extra, "signalled": True})  # fmt: skip
 
     update_job(folder, change)
+
+
+def run_rank(
+    folder: Path, job_id: str, rank: int, command: list[str], cwd: Path, env: dict[str, str]
+) -> str:
+    """Run rank ``rank`` (not 0) of the XP: no lock, no record, its own log; its end goes to
+    rank 0 through its end file. A failure is reported to Slurm (which, with
+    ``--kill-on-bad-exit``, ends the step) only once rank 0 recorded it, or did not in time:
+    an attempt ended TIMEOUT or PREEMPTED is being requeued, and must not be failed."""
+    n = _wait_for(lambda: _attempt_of(folder, job_id), _RANK_WAIT)
+    if n is None:
+        raise XPFailed(f"rank {rank}: no attempt of job {job_id} in {folder / 'job.json'}")
+    log = rank_log(folder, n, rank)
+    log.parent.mkdir(parents=True, exist_ok=True)  # rank 0 may not have made it yet
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    _remember(proc)
+    code = _watch_rank(proc, folder, n)
+    write_rank_end(folder, n, rank, code)
+    if code == 0:
+        return State.COMPLETED.value
+    ended = _wait_for(lambda: _ended_state(folder, n), _RANK_WAIT)
+    if ended in (State.TIMEOUT, State.PREEMPTED, State.CANCELLED):
+        return ended.value  # rank 0 requeues or Slurm ends the job: exit quietly
+    raise XPFailed(f"XP {folder.name} rank {rank} ended with exit code {code}")
+
+
+def _watch_rank(proc: subprocess.Popen[bytes], folder: Path, n: int) -> Optional[int]:
+    """Wait for a rank's process; stop it when rank 0 recorded the attempt's end first."""
+    while True:
+        try:
+            return proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        if _ended_state(folder, n) is not None:
+            return _stop(proc)
+
+
+def _attempt_of(folder: Path, job_id: str) -> Optional[int]:
+    record = read_job(folder)
+    mine = [a for a in record.attempts if a.job_id == job_id] if record else []
+    return mine[-1].n if mine else None
+
+
+def _ended_state(folder: Path, n: int) -> Optional[State]:
+    record = read_job(folder)
+    attempt = next((a for a in record.attempts if a.n == n), None) if record else None
+    return attempt.state if attempt is not None and attempt.state.finished else None
+
+
+def _wait_for(probe: Callable[[], Optional[T]], timeout: float) -> Optional[T]:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
 
 
 def _fix_submitit_timeout() -> None:

@@ -146,6 +146,12 @@ def run(
     """Run one XP in the foreground, recording its state, history and log.
 
     \b
+    distributed: bool = typer.Option(
+        False, "--distrib", "-d", help="Run one rank per visible GPU (torch.distributed)."
+    ),
+    ws: Optional[int] = typer.Option(
+        None, "--ws", help="Run this many ranks on CPUs (implies -d; for debugging)."
+    ),
     Examples:
       gridman run -- --lr 0.01 --epochs 3     argparse main
       gridman run lr=0.01 model.depth=4       YAML main overrides
@@ -155,6 +161,8 @@ def run(
     Exit status: 0 when the XP completed, 1 when it failed, 2 for bad arguments.
     """
     from ..api import xp as api
+      gridman run -d -- --lr 0.01              one rank per GPU (rank r logs to log/N.rankR.log)
+      gridman run --ws 2 -- --lr 0.01          two ranks on CPUs
 
     project = _project()
     prepared = api.prepare(project, main, sig, argv or [])
@@ -162,9 +170,11 @@ def run(
         confirm_deletion(f"{prepared.xp.folder} and everything in it", yes)
         api.clear(prepared)
     typer.echo(f"gridman: XP {prepared.xp.sig} in {prepared.xp.folder}", err=True)
-    result = api.run(project, prepared, echo=(sys.stdout.buffer, sys.stderr.buffer))
+    result = api.run(project, prepared, echo=(sys.stdout.buffer, sys.stderr.buffer),
+                     distributed=distributed, ws=ws)  # fmt: skip
+    failed = "" if result.failed_rank is None else f" in rank {result.failed_rank}"
     typer.echo(
-        f"gridman: XP {result.sig} {result.state.value} (exit {result.exit_code}), "
+        f"gridman: XP {result.sig} {result.state.value} (exit {result.exit_code}{failed}), "
         f"log {result.log}",
         err=True,
     )

@@ -12,6 +12,9 @@ written in total). A reader takes the journal first, then the snapshot, and keep
 entries that extend the snapshot contiguously; a torn last line (a writer killed mid-write) is
 ignored. A reader therefore never sees a torn file and never sees an entry twice.
 
+In a distributed XP only rank 0's Link writes (``RANK``, as :mod:`gridman.distrib` reads it):
+the other ranks keep their pushes in memory, so that the history holds each push once.
+
 A push writes its whole line or raises (a short write, e.g. a full disk, is undone: the journal
 is truncated back to its previous length). A journal with a damaged line before its end, or
 entries that cannot be folded into the history, is never erased: before anything replaces it,
@@ -45,6 +48,7 @@ from typing import Any, Optional
 from ..errors import HistoryError
 from .fsutil import atomic_write_bytes, atomic_write_json, fsync_dir, read_bytes
 from .signature import jsonable
+from .torchenv import env_rank
 
 HISTORY = "history.json"
 JOURNAL = "history.jsonl"
@@ -216,6 +220,9 @@ class Link:
         self._dirty = False
         self._checked = False  # the journal on disk was checked for damage since loading
         self._pid = os.getpid()  # a forked child (a data loader) must not settle it
+        # Every rank of a distributed XP runs the same code; only rank 0 writes, so that the
+        # history holds each push once (the others keep theirs in memory only).
+        self._writes = env_rank() == 0
 
     @property
     def history(self) -> list[Any]:
@@ -241,6 +248,9 @@ class Link:
             raise TypeError(f"push_metrics expects a dict, got {type(metrics).__name__}")
         entry = jsonable(dict(metrics))
         history = self.history
+        if not self._writes:
+            history.append(entry)
+            return
         if self._journal_fd is None:
             self._open_journal()
         line = json.dumps({"i": len(history), "m": entry}, separators=(",", ":")) + "\n"
@@ -299,6 +309,9 @@ class Link:
         if not isinstance(history, list):
             raise ValueError(f"update_history expects a list, got {type(history).__name__}")
         new = [jsonable(h) for h in history]
+        if not self._writes:  # a rank other than 0: see __init__
+            self._history = new
+            return
         # Snapshot what exists, empty the journal, then write the new list: a crash at any
         # point leaves either the old history or the new one, never a mix.
         self.history  # noqa: B018 - load before replacing
