@@ -6,11 +6,12 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gridman.results.format import SPARKS, fmt_value, metric_history, sparkline
-from gridman.results.plot import nice_ticks
+from gridman.results.plot import Curves, Series, figure, nice_ticks, style, to_svg, write
 from gridman.testing import run_cli
 from gridman.testing.grids import png_size, trained_grid_project
 
@@ -158,3 +159,75 @@ def test_grid_aggregate_table(trained: Path) -> None:
     bad = run_cli(["grid", "main", "--backend", "inline", "--aggregate", "depth"], trained)
     assert bad.exit_code == 2 and "parameters of the grid: epochs, lr, seed" in bad.output
     assert "plan" not in bad.stdout  # refused before planning
+
+
+def _hex(line: Any) -> str:
+    from matplotlib.colors import to_hex
+
+    return str(to_hex(line.get_color()))
+
+
+def _many_curves(count: int, epochs: int = 5) -> Curves:
+    series = tuple(
+        Series(f"xp{i}", f"{i:08x}", tuple((e, float(i + e)) for e in range(1, epochs + 1)))
+        for i in range(count)
+    )
+    return Curves("loss", "loss", series)
+
+
+def test_25_png_curves_have_distinct_styles(tmp_path: Path) -> None:
+    """Issue 14 case 14: from the 11th curve on, the colour came back with nothing else to
+    tell two curves apart. Inspect the Line2D objects matplotlib really draws."""
+    pytest.importorskip("matplotlib")
+    curves = _many_curves(25)
+    fig = figure(curves, 800, 500)
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == [s.name for s in curves.series]
+    looks = {(_hex(line), line.get_linestyle(), line.get_marker()) for line in lines}
+    assert len(looks) == 25
+    # the 1st and the 11th curve share their colour, and nothing else
+    first, eleventh = lines[0], lines[10]
+    assert _hex(first) == _hex(eleventh)
+    assert first.get_linestyle() != eleventh.get_linestyle()
+    assert first.get_marker() != eleventh.get_marker()
+    # the legend shows the same styles
+    handles = fig.axes[0].get_legend().legend_handles
+    assert [(h.get_linestyle(), h.get_marker()) for h in handles] == [
+        (line.get_linestyle(), line.get_marker()) for line in lines
+    ]
+    write(curves, tmp_path / "many.png")
+    assert png_size(tmp_path / "many.png") == (800, 500)
+
+
+def test_long_png_curves_stay_distinct_without_markers() -> None:
+    """Curves of more than 30 points draw no markers: colour and dash alone must differ."""
+    pytest.importorskip("matplotlib")
+    lines = figure(_many_curves(40, epochs=31), 800, 500).axes[0].get_lines()
+    assert {line.get_marker() for line in lines} == {"None"}
+    assert len({(_hex(line), line.get_linestyle()) for line in lines}) == 40
+
+
+def test_styles_unique_over_200_curves() -> None:
+    looks = [style(i) for i in range(200)]
+    assert len(set(looks)) == 200
+    assert len({(look.color, look.dash) for look in looks[:40]}) == 40
+    assert style(200) == style(0)
+
+
+def test_25_svg_curves_have_distinct_styles() -> None:
+    svg = to_svg(_many_curves(25))
+    groups = re.findall(r'<g class="series".*?</g>', svg, re.S)
+    assert len(groups) == 25
+    looks, shapes = set(), []
+    for group in groups:
+        line = re.search(r'<polyline fill="none" stroke="([^"]+)" stroke-width="2"'
+                         r'(?: stroke-dasharray="([^"]+)")?', group)  # fmt: skip
+        shape = re.search(r"<(circle|rect|polygon) ", group)
+        assert line is not None and shape is not None
+        looks.add((line.group(1), line.group(2)))
+        shapes.append(shape.group(1))
+    assert len(looks) == 25  # colour and dash: unique up to 40 curves
+    assert shapes[0:21:10] == ["circle", "rect", "polygon"]  # markers move on every 10
+    legend = re.findall(r'<line [^>]*stroke="([^"]+)" stroke-width="3"'
+                        r'(?: stroke-dasharray="([^"]+)")? class="legend"/>', svg)  # fmt: skip
+    assert len(set(legend)) == 25

@@ -104,6 +104,7 @@ class Evaluator:
                                          options))  # fmt: skip
         self._scheduler.attach(self._backend)
         _open.add(self)
+        _exit_first()
 
     @staticmethod
     def create(
@@ -273,6 +274,18 @@ class Evaluator:
         self._backend.close()
         scheduler.fire(close=True)
 
+    def _abandon(self) -> None:
+        """At interpreter exit: cancel queued jobs and release the workers without waiting for
+        running ones (a script that ends has no use for their results, and must end)."""
+        scheduler = self._scheduler
+        with scheduler.lock:
+            if scheduler.closed:
+                return
+            scheduler.closed = True
+            scheduler.cancel_pending()
+        _open.discard(self)
+        self._backend.abort()
+
     def __enter__(self) -> Evaluator:
         return self
 
@@ -303,11 +316,32 @@ def _wait(deadline: Optional[float], cap: float) -> float:
     return max(0.0, min(cap, deadline - time.monotonic()))
 
 
-@atexit.register
 def _close_all() -> None:
-    """Close what the script left open (an mpi evaluator must release its worker ranks)."""
+    """At exit, release what the script left open (never closed, no ``with``).
+
+    Running jobs are abandoned, not waited for: the script is over. Worker processes are
+    stopped here, before multiprocessing's own exit handler runs (see ``_exit_first``); an mpi
+    evaluator releases its worker ranks, which would otherwise wait for tasks forever.
+    """
     for evaluator in list(_open):
         try:
-            evaluator.close()
+            evaluator._abandon()
         except Exception:  # pragma: no cover - nothing to report to at exit
             pass
+
+
+def _exit_first() -> None:
+    """Have ``_close_all`` run before every exit handler registered so far.
+
+    atexit runs its handlers last registered, first run. multiprocessing registers its own
+    when first imported (the process method imports it, so before this is called): it
+    terminates daemonic worker processes, then joins every child. Were it to run first, the
+    pool's thread would see its workers die and start new ones, which that join then waits
+    for forever (the hang of issue 14, about one run in six). Registering again after it
+    puts ours first: the workers are stopped while the pool still knows why.
+    """
+    atexit.unregister(_close_all)
+    atexit.register(_close_all)
+
+
+atexit.register(_close_all)

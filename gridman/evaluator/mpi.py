@@ -24,6 +24,7 @@ does not, communication happens inside ``gather`` (``progress_thread=False`` for
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -41,6 +42,7 @@ from .worker import RunFunction, execute
 
 _FIRST_DELAY = 1e-4
 _IDLE_WAIT = 0.05
+_STOP_POLL = 0.05  # seconds between a busy worker rank's probes for STOP
 _released = False  # this process's worker ranks were released: they are gone
 
 
@@ -86,17 +88,95 @@ def serve(comm: Any, run_function: RunFunction, kwargs: Optional[Mapping[str, An
     from mpi4py import MPI
 
     status = MPI.Status()
+    watch = _StopWatch(comm) if MPI.Query_thread() >= MPI.THREAD_MULTIPLE else None
     while True:
         wait_message(comm, 0, MPI.ANY_TAG, status)
         tag = status.Get_tag()
         task = comm.recv(source=0, tag=tag)
         if tag == STOP:
             return
-        outcome = execute(run_function, kwargs, task)
+        try:
+            if watch is None:
+                outcome = execute(run_function, kwargs, task)
+            else:
+                with watch:
+                    outcome = execute(run_function, kwargs, task)
+        except _Released:  # rank 0 exited without waiting for this job: so do we
+            comm.recv(source=0, tag=STOP)
+            return
         try:
             comm.send(outcome, dest=0, tag=RESULT)
         except Exception as exc:  # something in the result does not pickle
             comm.send(failure(task.id, exc, "sending the result: "), dest=0, tag=RESULT)
+
+
+class _Released(BaseException):
+    """Raised in a worker rank's job when rank 0 released the rank while the job ran."""
+
+
+class _StopWatch:
+    """While a job runs on a worker rank, watch for rank 0's STOP and interrupt the job.
+
+    Rank 0 releases its worker ranks without waiting for running jobs when the search script
+    exits with an evaluator still open (issue 14): a rank that finished its job first would
+    keep mpiexec, hence the script, alive for as long as the job lasts. The job runs in the
+    main thread; a thread of this rank probes for STOP (MPI_THREAD_MULTIPLE only: the job may
+    use MPI too) and sends the main thread a SIGINT, whose handler raises ``_Released`` only
+    while a job is armed; any other SIGINT is a KeyboardInterrupt, as before.
+    """
+
+    def __init__(self, comm: Any) -> None:
+        self._comm = comm
+        self._lock = threading.Lock()
+        self._armed = False
+        self._job = 0  # jobs armed so far: the one running, while armed
+        self._released = False  # rank 0 sent STOP
+        self._raised = False  # _Released was raised in the job
+        self._wake = threading.Event()
+        signal.signal(signal.SIGINT, self._on_sigint)
+        main = threading.main_thread().ident
+        assert main is not None
+        self._main = main
+        threading.Thread(target=self._watch, name="gridman-evaluator-stop", daemon=True).start()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._armed = True
+            self._job += 1
+        self._wake.set()
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._armed = False
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        # No lock here: the handler runs in the main thread, which may hold it already. A
+        # signal that lands after its job ended is dropped; the watcher signals the next job.
+        if not self._released:
+            raise KeyboardInterrupt
+        if self._armed and not self._raised:
+            self._raised = True  # once: the SIGINTs that follow must not hit the clean-up
+            raise _Released()
+
+    def _watch(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while True:
+                with self._lock:
+                    if not self._armed or self._raised:
+                        break
+                    job = self._job
+                if self._released or self._comm.Iprobe(source=0, tag=STOP):
+                    with self._lock:
+                        if not (self._armed and self._job == job):
+                            continue
+                        self._released = True
+                    # Again and again until it is handled: a signal that lands just before
+                    # the job enters a blocking call (sleep, I/O) trips Python's flag but
+                    # interrupts nothing, and the call would block on.
+                    signal.pthread_kill(self._main, signal.SIGINT)
+                time.sleep(_STOP_POLL)
 
 
 class MPIBackend(Backend):

@@ -32,6 +32,26 @@ from .worker import RunFunction, execute
 WORKER_DIED = "F_WorkerDied"
 _ORPHAN_CHECK = 1.0  # seconds between checks that the evaluator's process is still there
 _JOIN = 5.0
+#: Set when multiprocessing's exit handler starts: from then on a worker that dies was killed
+#: by it (it terminates daemonic children, then joins every child) and must not be replaced,
+#: or that join waits forever on the replacement, which waits for tasks.
+_exiting = threading.Event()
+_watching = False
+
+
+def _watch_exit() -> None:
+    """Import multiprocessing's exit handler now, and have it set ``_exiting`` first thing.
+
+    Its finalizers with an exit priority run before it terminates the children. This matters
+    for pools the exit handler of the evaluator did not stop: an evaluator that was garbage
+    collected without being closed (its pool lives on in its thread).
+    """
+    global _watching
+    from multiprocessing import util
+
+    if not _watching:
+        util.Finalize(None, _exiting.set, exitpriority=100)
+        _watching = True
 
 
 def serve_pipe(
@@ -82,6 +102,7 @@ class ProcessBackend(Backend):
         super().__init__(run_function, kwargs, num_workers, report)
         import multiprocessing
 
+        _watch_exit()  # before the evaluator registers its exit handler: see evaluator.py
         self._context: Any = multiprocessing.get_context(start_method)
         self.start_method: str = self._context.get_start_method()
         self.prefetch = max(0, int(prefetch or 0))
@@ -176,7 +197,7 @@ class ProcessBackend(Backend):
             worker.process.join()
             worker.conn.close()
             index = self._workers.index(worker)
-            if self._closing:
+            if self._closing or _exiting.is_set():  # at exit: multiprocessing killed it
                 self._workers.pop(index)
                 return  # closing: nothing is in flight (or, aborting, nothing matters)
             if worker.tasks:

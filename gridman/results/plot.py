@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ..errors import UsageError
 from .format import fmt_value, lower_is_better, metric_history
@@ -24,6 +24,31 @@ INSTALL_HINT = "pip install 'gridman[plot]' (matplotlib); .html and .svg plots n
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
 FORMATS = (".png", ".svg", ".html")
+#: Dash patterns: (matplotlib linestyle, SVG stroke-dasharray or "" for solid).
+DASHES = (("-", ""), ("--", "7 3"), (":", "2 3"), ("-.", "7 3 2 3"))
+#: Point markers, by matplotlib name; _marker_svg draws the same shapes in SVG.
+MARKERS = ("o", "s", "^", "D", "v")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one curve is drawn: a colour, a dash pattern (index into DASHES), a marker."""
+
+    color: str
+    dash: int
+    marker: str
+
+
+def style(index: int) -> Style:
+    """The style of the ``index``-th curve.
+
+    The colour cycles through the 10 of PALETTE; every 10 curves the dash pattern and the
+    marker move on too, so two curves never look alike: (colour, dash) alone is unique for
+    the first 40 curves (long curves draw no markers), and (colour, dash, marker) repeats
+    only after 200 (10 colours x lcm(4 dashes, 5 markers)).
+    """
+    cycle = index // len(PALETTE)
+    return Style(PALETTE[index % len(PALETTE)], cycle % len(DASHES), MARKERS[cycle % len(MARKERS)])
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,12 @@ def write(curves: Curves, path: Path, width: int = 800, height: int = 500) -> No
 
 def write_png(curves: Curves, path: Path, width: int, height: int) -> None:
     """A width x height PNG (matplotlib's object API: no pyplot, no global state)."""
+    fig = figure(curves, width, height)
+    fig.savefig(path, dpi=100, format="png")  # no bbox_inches: exactly width x height
+
+
+def figure(curves: Curves, width: int, height: int) -> Any:
+    """The matplotlib Figure of the curves, width x height pixels at 100 dpi."""
     try:
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
@@ -105,9 +136,10 @@ def write_png(curves: Curves, path: Path, width: int, height: int) -> None:
     for index, series in enumerate(curves.series):
         xs = [x for x, _ in series.points]
         ys = [y for _, y in series.points]
-        marker = "o" if len(xs) <= 30 else None
-        ax.plot(xs, ys, marker=marker, markersize=3, linewidth=1.5,
-                color=PALETTE[index % len(PALETTE)], label=series.name)  # fmt: skip
+        look = style(index)
+        marker = look.marker if len(xs) <= 30 else None
+        ax.plot(xs, ys, marker=marker, markersize=3, linewidth=1.5, color=look.color,
+                linestyle=DASHES[look.dash][0], label=series.name)  # fmt: skip
     ax.set_xlabel("epoch")
     ax.set_ylabel(curves.metric)
     ax.set_title(curves.title)
@@ -118,7 +150,7 @@ def write_png(curves: Curves, path: Path, width: int, height: int) -> None:
     fig.subplots_adjust(left=72 / width, right=1 - room, top=1 - 40 / height,
                         bottom=50 / height)  # fmt: skip
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    fig.savefig(path, dpi=dpi, format="png")  # no bbox_inches: exactly width x height
+    return fig
 
 
 # -- SVG -------------------------------------------------------------------------------------
@@ -194,15 +226,14 @@ def to_svg(curves: Curves, width: int = 800, height: int = 500) -> str:
     out.append(f'<text transform="translate(16 {top + plot_h / 2:.1f}) rotate(-90)" '
                f'text-anchor="middle">{esc(curves.metric)}</text>')  # fmt: skip
     for index, series in enumerate(curves.series):
-        color = PALETTE[index % len(PALETTE)]
-        out.append(_series_svg(series, color, px, py))
+        out.append(_series_svg(series, style(index), px, py))
     out += _legend(curves.series, left + plot_w + 16, top)
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
 def _series_svg(
-    series: Series, color: str, px: Callable[[float], float], py: Callable[[float], float]
+    series: Series, look: Style, px: Callable[[float], float], py: Callable[[float], float]
 ) -> str:
     esc = html.escape
     segments: list[list[str]] = [[]]
@@ -216,24 +247,47 @@ def _series_svg(
     parts = [f'<g class="series" data-sig="{esc(series.sig)}" data-name="{esc(series.name)}">',
              title]  # fmt: skip
     for points in segments:
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" '
-                     f'points="{" ".join(points)}"/>')  # fmt: skip
+        parts.append(f'<polyline fill="none" stroke="{look.color}" stroke-width="2"'
+                     f'{_dash_attr(look)} points="{" ".join(points)}"/>')  # fmt: skip
     if len(series.points) <= 30:
         for x, y in series.points:
-            parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}"/>')
+            parts.append(_marker_svg(look, px(x), py(y)))
     parts.append("</g>")
     return "".join(parts)
+
+
+def _dash_attr(look: Style) -> str:
+    dash = DASHES[look.dash][1]
+    return f' stroke-dasharray="{dash}"' if dash else ""
+
+
+def _marker_svg(look: Style, x: float, y: float, r: float = 2.5) -> str:
+    """One point, in the shape matplotlib draws for ``look.marker``."""
+    fill = f'fill="{look.color}"'
+    if look.marker == "o":
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" {fill}/>'
+    if look.marker == "s":
+        return f'<rect x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r}" height="{2 * r}" {fill}/>'
+    shapes = {"^": ((0, -1.2), (1.1, 0.9), (-1.1, 0.9)), "v": ((0, 1.2), (1.1, -0.9), (-1.1, -0.9)),
+              "D": ((0, -1.3), (1.3, 0), (0, 1.3), (-1.3, 0))}  # fmt: skip
+    corners = " ".join(f"{x + dx * r:.1f},{y + dy * r:.1f}" for dx, dy in shapes[look.marker])
+    return f'<polygon points="{corners}" {fill}/>'
 
 
 def _legend(series: Sequence[Series], x: float, y: float) -> list[str]:
     out = []
     for index, item in enumerate(series):
         top = y + index * 18
-        color = PALETTE[index % len(PALETTE)]
-        out.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="14" height="4" fill="{color}" '
+        look = style(index)
+        out.append(f'<line x1="{x:.1f}" x2="{x + 14:.1f}" y1="{top + 2:.1f}" y2="{top + 2:.1f}" '
+                   f'stroke="{look.color}" stroke-width="3"{_dash_attr(look)} '
                    'class="legend"/>')  # fmt: skip
         out.append(f'<text x="{x + 20:.1f}" y="{top + 6:.1f}">{html.escape(item.name)}</text>')
     return out
+
+
+def _css_dash(look: Style) -> str:
+    return ("solid", "dashed", "dotted", "dashed")[look.dash]
 
 
 def to_html(curves: Curves, width: int = 800, height: int = 500) -> str:
@@ -244,9 +298,10 @@ def to_html(curves: Curves, width: int = 800, height: int = 500) -> str:
     for index, series in enumerate(curves.series):
         values = [y for _, y in series.points]
         best = min(values) if lower else max(values)
-        color = PALETTE[index % len(PALETTE)]
+        look = style(index)
         rows.append(
-            f'<tr><td><span class="swatch" style="background:{color}"></span>'
+            f'<tr><td><span class="swatch" style="border-top:3px {_css_dash(look)} '
+            f'{look.color}"></span>'
             f"{esc(series.name)}</td><td><code>{esc(series.sig)}</code></td>"
             f"<td>{len(values)}</td><td>{fmt_value(series.last)}</td>"
             f"<td>{fmt_value(best)}</td></tr>"
@@ -258,7 +313,7 @@ def to_html(curves: Curves, width: int = 800, height: int = 500) -> str:
         "<style>body{font-family:sans-serif;margin:2em;color:#222}"
         "table{border-collapse:collapse;margin-top:1em}"
         "td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}"
-        ".swatch{display:inline-block;width:1em;height:.4em;margin-right:.5em;"
+        ".swatch{display:inline-block;width:1.4em;height:0;margin-right:.5em;"
         "vertical-align:middle}</style>",
         "</head><body>",
         f"<h1>{esc(curves.title)}</h1>",
