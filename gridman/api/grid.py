@@ -25,13 +25,14 @@ from ..core.grids import Grid, build_herd, grids_dir, list_grids, load_grid, mer
 from ..core.jobs import PROJECT_LOCK, JobRecord, read_job
 from ..core.loader import load_main
 from ..core.main import DecoratedMain
-from ..core.names import grid_items, grid_names, select
+from ..core.names import grid_items, grid_names
 from ..core.perf import paused_gc
 from ..core.project import Project, main_spec
 from ..core.resources import Resources
 from ..core.shep import Plan, Rules, make_plan
 from ..core.xp import clear_xp_folder, clearable_target, init_many, xp_folder
 from ..errors import STORAGE_ERRNOS, UsageError, storage_error
+from .patterns import select_xps
 from .xp import check_project
 
 GRIDS = "grids"
@@ -174,7 +175,7 @@ def open_grid(
             sheep.resources = sheep.resources.with_changes({"gpus": options.gpus})
     items = grid_items([s.xp.delta for s in sheeps], [s.xp.params for s in sheeps])
     base, names = grid_names(items)
-    chosen = select(options.patterns, items, [s.sig for s in sheeps])
+    chosen = select_xps(options.patterns, items, [s.sig for s in sheeps])  # or exit 2
     name, reason = choose_backend(project, options.backend)
     settings = dict(project.section(name)) if name in project.settings else {}
     if options.workers is not None:

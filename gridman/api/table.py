@@ -38,10 +38,11 @@ def grid_rows(session: GridSession, view: View, empty: frozenset[str] = frozense
     from ..results.table import build_rows, history_lengths
 
     cut = None
-    if view.trim is not None:
-        cut = history_lengths(session.sheeps, [session.selected[view.trim]])[0]
-    elif view.trim_last:
-        cut = min(history_lengths(session.sheeps, session.selected), default=0)
+    if view.trim is not None:  # a grid index, as the table shows it
+        cut = history_lengths(session.sheeps, [view.trim])[0]
+    elif view.trim_last:  # XPs without history (failed at start, not started) take no part
+        lengths = history_lengths(session.sheeps, session.selected)
+        cut = min((n for n in lengths if n > 0), default=None)
     cache = row_cache(session) if cut is None and not view.spark else None
     rows = build_rows(session.grid.explorer, session.sheeps, session.selected, session.names,
                       cut, spark=view.spark, cache=cache, empty=empty)  # fmt: skip
@@ -75,7 +76,16 @@ def grid_aggregation(session: GridSession, rows: list[Row], param: str) -> Aggre
 
     sheeps = session.sheeps
     items = grid_items([s.xp.delta for s in sheeps], [s.xp.params for s in sheeps])
-    return aggregate([items[r.index] for r in rows], [r.flat_metrics() for r in rows], param)
+    return aggregate([items[r.index] for r in rows], [_history_metrics(r) for r in rows], param)
+
+
+def _history_metrics(row: Row) -> dict[str, Any]:
+    """The row's flat metrics, less the ``epoch`` that the default ``process_history`` gives an
+    XP without history (0): such an XP takes no part in the group's epoch statistics."""
+    flat = row.flat_metrics()
+    if flat.get("epoch") == 0 and type(flat["epoch"]) is int:
+        del flat["epoch"]
+    return flat
 
 
 def json_rows(rows: list[Row], plan: Optional[Plan] = None) -> list[dict[str, Any]]:

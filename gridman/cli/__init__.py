@@ -25,7 +25,7 @@ from ..errors import (
     storage_error,
 )
 from . import fast as clifast
-from .common import confirm_deletion
+from .common import confirm_deletion, readable_metavars
 
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": False}
 
@@ -42,6 +42,7 @@ class _Group(TyperGroup):
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             clifast.install(command.get_params(ctx))
+            readable_metavars(command.get_params(ctx))  # `--sig SIG`, not `--sig <str>`
         return command
 
     def invoke(self, ctx: Any) -> Any:
@@ -120,8 +121,11 @@ def _root(
       gridman run -- --lr 0.01          run one XP in the foreground
       gridman run --sig 3f9a2c1b        run it again, from its signature
       gridman info --sig 3f9a2c1b       inspect it: argv, state, metrics, log
-      gridman grid mygrid               schedule grids/mygrid.py's missing XPs, monitor
+      gridman grid mygrid               schedule grids/mygrid.py, monitor
       gridman grid mygrid --dry-run     print the plan without scheduling
+
+    Exit status (every command): 0 when all it shows is fine, 1 when it shows a
+    failed XP, 2 for bad usage or input, 3 for a bug in gridman (--verbose).
     """
     ctx.obj = {"verbose": verbose}
 
@@ -202,16 +206,20 @@ def info(
       gridman info --sig 3f9a2c1b
       gridman info --sig 3f9a2c1b --tail
       gridman info --json -- --lr 0.01
-      gridman info --sig 3f9a2c1b --diff 7c0e11aa   parameters and final metrics that differ
+      gridman info --sig 3f9a2c1b --diff 7c0e11aa   what differs: params, metrics
+
+    Exit status: 0 when the XP shown is fine (done, running, queued, never run,
+    cancelled), 1 when it failed (with --diff: either XP; with --tail: how it
+    ended), 2 for bad usage or an unknown XP, 3 for a bug in gridman.
     """
     from ..api import xp as api
     from ..errors import UsageError
+    from .common import exit_for
 
     if diff is not None:
         from .results import show_diff
 
-        show_diff(_project(), main, sig, argv, diff, as_json)
-        return
+        raise typer.Exit(show_diff(_project(), main, sig, argv, diff, as_json))
     if sig is None and not argv:
         raise UsageError("name an XP", "give --sig SIG, or its training arguments after --")
     found = api.info(_project(), main, sig, argv)
@@ -222,13 +230,20 @@ def info(
         from ..core import jsonsafe  # NaN/inf as null: strict JSON
 
         typer.echo(jsonsafe.dumps(data, indent=2))
-        return
+        raise typer.Exit(exit_for([found.state]))
     typer.echo(_render_info(found))
     if metrics:
         for index, entry in enumerate(_history(found)):
             typer.echo(f"  [{index}] {_flat_text(entry)}")
+    state = found.state
     if log or tail:
         _show_log(found, follow=tail)
+        if tail:  # the state the XP ended in, as followed
+            from ..core.liveness import mark_vanished
+
+            record = mark_vanished(Path(found.folder))
+            state = record.state.value if record and record.state else state
+    raise typer.Exit(exit_for([state]))
 
 
 def _history(found: Any) -> list[Any]:

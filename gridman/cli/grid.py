@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperCommand
 
 from ..errors import UsageError
+from .common import backend_line
 from .common import stderr as _stderr
 from .view import View
 from .view import watch as _watch
@@ -36,9 +37,9 @@ class GridCommand(TyperCommand):
 
 def grid(
     ctx: typer.Context,
-    name: Optional[str] = typer.Argument(None, help="Grid file grids/NAME.py."),
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="Grid file grids/NAME.py."),
     patterns: Optional[list[str]] = typer.Argument(
-        None, help="Select XPs: lr=0.1, seed, !pat (not), 3 (index)."
+        None, metavar="PATTERN", help="Select XPs: lr=0.1, seed, !pat (not), 3 (index)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; schedule nothing."),
     init: bool = typer.Option(False, "--init", help="Create XP folders (so --sig works)."),
@@ -51,63 +52,108 @@ def grid(
         False, "--replace-done", "-D", help="Resubmit completed XPs."
     ),
     monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="Refresh until done."),
-    interval: float = typer.Option(5.0, "--interval", "-i", help="Refresh period, seconds."),
-    trim: Optional[int] = typer.Option(None, "--trim", "-T", help="Cut histories to XP IDX's."),
+    interval: float = typer.Option(
+        5.0, "--interval", "-i", metavar="SECONDS", help="Refresh period, seconds."
+    ),
+    trim: Optional[int] = typer.Option(
+        None, "--trim", "-T", metavar="IDX", help="Cut histories to XP IDX's length."
+    ),
     trim_last: bool = typer.Option(False, "--trim-last", "-L", help="Cut to the shortest."),
-    log: Optional[int] = typer.Option(None, "--log", "-l", help="Print the log of XP IDX."),
-    tail: Optional[int] = typer.Option(None, "--tail", "-t", help="Follow the log of XP IDX."),
-    folder: Optional[int] = typer.Option(None, "--folder", "-f", help="Print XP IDX's folder."),
+    log: Optional[int] = typer.Option(
+        None, "--log", "-l", metavar="IDX", help="Print the log of XP IDX."
+    ),
+    tail: Optional[int] = typer.Option(
+        None, "--tail", "-t", metavar="IDX", help="Follow the log of XP IDX."
+    ),
+    folder: Optional[int] = typer.Option(
+        None, "--folder", "-f", metavar="IDX", help="Print XP IDX's folder."
+    ),
     backend: Optional[str] = typer.Option(
         None,
         "--backend",
+        metavar="NAME",
         help="Where XPs run (a wrong name lists them; default: see gridman.yaml).",
     ),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Local pool size (>= 1)."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", "-g", help="Override GPUs per XP."),
-    partition: Optional[str] = typer.Option(None, "--partition", "-p", help="Slurm partition."),
-    time_limit: Optional[int] = typer.Option(None, "--time", help="Time limit, minutes (Slurm)."),
-    mem: Optional[str] = typer.Option(None, "--mem", help="Memory per XP, e.g. 16G (Slurm)."),
-    cpus_per_task: Optional[int] = typer.Option(None, "--cpus-per-task", help="CPUs per XP."),
-    constraint: Optional[str] = typer.Option(None, "--constraint", help="Slurm --constraint."),
-    account: Optional[str] = typer.Option(None, "--account", help="Slurm account."),
-    qos: Optional[str] = typer.Option(None, "--qos", help="Slurm QOS."),
-    comment: Optional[str] = typer.Option(None, "--comment", help="Slurm job comment."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", metavar="N", help="Local pool size (>= 1)."
+    ),
+    gpus: Optional[int] = typer.Option(
+        None, "--gpus", "-g", metavar="N", help="Override GPUs per XP."
+    ),
+    partition: Optional[str] = typer.Option(
+        None, "--partition", "-p", metavar="NAME", help="Slurm partition."
+    ),
+    time_limit: Optional[int] = typer.Option(
+        None, "--time", metavar="MINUTES", help="Time limit, minutes (Slurm)."
+    ),
+    mem: Optional[str] = typer.Option(
+        None, "--mem", metavar="SIZE", help="Memory per XP, e.g. 16G (Slurm)."
+    ),
+    cpus_per_task: Optional[int] = typer.Option(
+        None, "--cpus-per-task", metavar="N", help="CPUs per XP."
+    ),
+    constraint: Optional[str] = typer.Option(
+        None, "--constraint", metavar="EXPR", help="Slurm --constraint."
+    ),
+    account: Optional[str] = typer.Option(None, "--account", metavar="NAME", help="Slurm account."),
+    qos: Optional[str] = typer.Option(None, "--qos", metavar="NAME", help="Slurm QOS."),
+    comment: Optional[str] = typer.Option(
+        None, "--comment", metavar="TEXT", help="Slurm job comment."
+    ),
     sbatch: Optional[list[str]] = typer.Option(
         None,
         "--sbatch",
+        metavar="KEY[=VALUE]",
         help="Raw sbatch option KEY=VALUE or KEY (repeatable), e.g. mail-type=END.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the grid as one JSON array."),
     aggregate: Optional[str] = typer.Option(
-        None, "--aggregate", help="Group by every parameter but PARAM: mean ± std, count."
+        None,
+        "--aggregate",
+        metavar="PARAM",
+        help="Group by every parameter but PARAM: mean ± std, count.",
     ),
-    spark: Optional[str] = typer.Option(None, "--spark", help="Sparkline of METRIC's history."),
+    spark: Optional[str] = typer.Option(
+        None, "--spark", metavar="METRIC", help="Sparkline of METRIC's history."
+    ),
     stage: Optional[str] = typer.Option(
-        None, "--stage", help="Run stage NAME (e.g. test) on completed XPs: command after --."
+        None,
+        "--stage",
+        metavar="NAME",
+        help="Run stage NAME (e.g. test) on completed XPs: command after --.",
     ),
     stage_force: bool = typer.Option(False, "--stage-force", help="Rerun it where results exist."),
-    grids_dir: Optional[str] = typer.Option(None, "--grids-dir", help="Folder of grid files."),
-    main: Optional[str] = typer.Option(None, "--main", help="The main (module or path)."),
+    grids_dir: Optional[str] = typer.Option(
+        None, "--grids-dir", metavar="DIR", help="Folder of grid files."
+    ),
+    main: Optional[str] = typer.Option(
+        None, "--main", metavar="MAIN", help="The main (module or path)."
+    ),
 ) -> None:
     """Schedule a grid's missing XPs and show their metrics as a table.
 
     \b
     Examples:
-      gridman grid mygrid                 schedule what is missing, monitor until done
-      gridman grid mygrid --dry-run       print the plan (submit/keep/cancel, with reasons)
-      gridman grid mygrid lr=0.1 -r       retry the failed XPs with lr=0.1
-      gridman grid mygrid -C              cancel its pending and running XPs
-      gridman grid mygrid -t 3            follow the log of XP #3
-      gridman grid mygrid --json          the table as JSON
-      gridman grid mygrid --aggregate seed   mean ± std over seeds
-      gridman grid mygrid --spark train.loss  a sparkline of each XP's loss
-      gridman grid mygrid --stage test -- python eval.py --ckpt {folder}/ckpt.pt {argv}
+      gridman grid mygrid               schedule what is missing, monitor
+      gridman grid mygrid --dry-run     the plan: submit/keep/cancel, why
+      gridman grid mygrid lr=0.1 -r     retry the failed XPs with lr=0.1
+      gridman grid mygrid -C            cancel its pending and running XPs
+      gridman grid mygrid -t 3          follow the log of XP 3 (the table's #)
+      gridman grid mygrid --json        the table as JSON
+      gridman grid mygrid --aggregate seed      mean ± std over seeds
+      gridman grid mygrid --spark train.loss    a sparkline of each loss
+      gridman grid mygrid --stage test -- python eval.py {folder}/ckpt.pt
 
-    Resources (-p, --time, --mem, --cpus-per-task, --constraint, --account, --qos, --comment,
-    --sbatch) are defaults below the grid file's launcher.slurm_(...) and above gridman.yaml's
-    `slurm:` section; -g/--gpus overrides the grid file.
+    IDX is an XP's index in the grid, the table's first column (also as a
+    pattern). A pattern that matches no XP is an error that lists the keys.
 
-    Exit status: 0 when every shown XP is fine, 1 when some failed, 2 for bad usage.
+    Resources (-p, --time, --mem, --cpus-per-task, --constraint, --account, --qos,
+    --comment, --sbatch) are defaults below the grid file's launcher.slurm_(...)
+    and above gridman.yaml's `slurm:` section; -g/--gpus overrides the grid file.
+
+    Exit status: 0 when every XP shown is fine (done, running, queued, cancelled),
+    1 when some failed (-l/-t: the XP shown; -f prints a path: 0), 2 for bad usage
+    or input (a pattern or metric that matches nothing), 3 for a bug in gridman.
     """
     from ..api import grid as gridapi
     from ..core.project import load_project
@@ -136,13 +182,13 @@ def grid(
     if shown:
         if as_json:
             raise UsageError("--log, --tail and --folder print text; they cannot be --json")
-        _show_one(session, log, tail, folder)
-        return
-    if trim is not None and trim >= len(session.selected):
-        raise UsageError(f"--trim {trim} is out of range",
-                         f"the selection has {len(session.selected)} XPs")  # fmt: skip
+        raise typer.Exit(_show_one(session, log, tail, folder))
+    if trim is not None:
+        _check_trim(session, trim)
     if aggregate:
         _check_aggregate(session, aggregate)
+    if spark:
+        _check_spark(session, spark)
     if stage is not None:
         from ..core.stages import StageRequest, parse_template
         from .stage import run_stage_command
@@ -156,7 +202,7 @@ def grid(
 
         confirm_deletion(f"{len(session.selected)} XP folders (after cancelling them)", yes)
     say = _stderr if as_json else typer.echo
-    _stderr(f"gridman: backend {session.describe_backend()} ({session.backend_reason})")
+    backend_line(session)
     result = gridapi.run_grid(session)
     _print_plan(result.plan, session, verbose=dry_run, say=say)
     if result.initialised:
@@ -194,6 +240,47 @@ def _check_aggregate(session: Any, param: str) -> None:
             f"cannot aggregate over {param!r}: no XP of the selection sets it",
             f"parameters of the grid: {', '.join(keys) or 'none'}",
         )
+
+
+def _check_trim(session: Any, index: int) -> None:
+    """``-T IDX``: a selected XP (grid index) that has a history to cut the others to."""
+    from ..results.table import history_lengths
+
+    xp_index(session, index)
+    if history_lengths(session.sheeps, [index])[0] == 0:
+        raise UsageError(f"--trim {index}: XP {index} has no history to cut the others to",
+                         "pick an XP that has trained, or -L (the shortest history)")  # fmt: skip
+
+
+def _check_spark(session: Any, metric: str) -> None:
+    """``--spark METRIC``: a metric some selected history holds (none trained yet: fine)."""
+    from ..core.link import load_history
+    from ..results.records import metric_keys_of, unknown_metric
+
+    seen: dict[str, None] = {}
+    for sheep in session.chosen():
+        try:
+            metric_keys_of(load_history(sheep.xp.folder), seen)
+        except Exception:  # an unreadable history is marked in its row, not here
+            continue
+        if metric in seen:
+            return
+    if seen:
+        raise unknown_metric(metric, list(seen), "--spark")
+
+
+def xp_index(session: Any, index: int) -> int:
+    """The XP at grid index ``index`` (the table's first column), which the patterns must
+    have selected; returns it."""
+    from ..api.patterns import check_index
+
+    check_index(index, len(session.sheeps))
+    if index not in set(session.selected):
+        shown = ", ".join(str(i) for i in session.selected[:10])
+        more = ", ..." if len(session.selected) > 10 else ""
+        raise UsageError(f"XP {index} is not among the XPs the patterns select",
+                         f"selected: {shown}{more}")  # fmt: skip
+    return index
 
 
 def resource_flags(sbatch: Optional[list[str]] = None, **flags: Any) -> tuple[tuple[str, Any], ...]:
@@ -246,15 +333,16 @@ def _check_flags(
         raise UsageError("--log, --tail and --folder are exclusive")
 
 
-def _show_one(session: Any, log: Optional[int], tail: Optional[int], fold: Optional[int]) -> None:
-    index = next(x for x in (log, tail, fold) if x is not None)
-    if index >= len(session.selected):
-        raise UsageError(f"XP index {index} is out of range",
-                         f"the selection has {len(session.selected)} XPs")  # fmt: skip
-    sheep = session.sheeps[session.selected[index]]
+def _show_one(session: Any, log: Optional[int], tail: Optional[int], fold: Optional[int]) -> int:
+    """``-l``/``-t``/``-f IDX`` (a grid index); returns the exit status: 1 when the log shown
+    is a failed XP's (``-f`` prints a path, whatever the XP's state: 0)."""
+    from .common import exit_for
+
+    index = xp_index(session, next(x for x in (log, tail, fold) if x is not None))
+    sheep = session.sheeps[index]
     if fold is not None:
         typer.echo(str(sheep.xp.folder))
-        return
+        return 0
     from ..api.logs import follow_log, latest_log, read_log
 
     path = latest_log(sheep.xp.folder) if sheep.xp.folder.exists() else None
@@ -264,13 +352,17 @@ def _show_one(session: Any, log: Optional[int], tail: Optional[int], fold: Optio
         if path is None:
             raise UsageError(f"XP {index} ({sheep.sig}) has no log: it has not started yet")
         sys.stdout.buffer.write(read_log(path))
-        return
+        sys.stdout.flush()
+        session.refresh([sheep])
+        return exit_for([sheep.state])
     if path is None:
         _stderr(f"gridman: XP {sheep.sig} has not started yet; waiting for its log")
     sheep.xp.folder.mkdir(parents=True, exist_ok=True)
     for chunk in follow_log(Path(sheep.xp.folder)):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
+    session.refresh([sheep])  # the state it ended in
+    return exit_for([sheep.state])
 
 
 def _print_plan(plan: Any, session: Any, verbose: bool, say: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import UsageError
+from .common import exit_for
 
 
 def _source(
@@ -46,33 +47,56 @@ def _write_out(text: str, output: Optional[str]) -> None:
 
 
 def export(
-    name: Optional[str] = typer.Argument(None, help="Grid file grids/NAME.py."),
-    patterns: Optional[list[str]] = typer.Argument(None, help="Select XPs: lr=0.1, !pat, 3."),
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="Grid file grids/NAME.py."),
+    patterns: Optional[list[str]] = typer.Argument(
+        None, metavar="PATTERN", help="Select XPs: lr=0.1, !pat, 3 (the table's index)."
+    ),
     fmt: Optional[str] = typer.Option(
-        None, "--format", "-F", help="csv, json, markdown or latex (default: from -o, else csv)."
+        None,
+        "--format",
+        "-F",
+        metavar="FORMAT",
+        help="csv, json, markdown or latex (default: from -o, else csv).",
     ),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Write to FILE."
+    ),
     best: Optional[str] = typer.Option(
-        None, "--best", help="Metrics of the entry with the best KEY (KEY:max or KEY:min)."
+        None, "--best", metavar="KEY[:max|:min]", help="Metrics of the entry with the best KEY."
     ),
-    epoch: Optional[int] = typer.Option(None, "--epoch", help="Metrics of entry N (1-based)."),
+    epoch: Optional[int] = typer.Option(
+        None, "--epoch", metavar="N", help="Metrics of entry N (1-based)."
+    ),
     aggregate: Optional[str] = typer.Option(
-        None, "--aggregate", help="Group by every parameter but PARAM: mean, std, count."
+        None,
+        "--aggregate",
+        metavar="PARAM",
+        help="Group by every parameter but PARAM: mean, std, count.",
     ),
-    sigs: Optional[list[str]] = typer.Option(None, "--sig", "-s", help="XPs by signature."),
-    grids_dir: Optional[str] = typer.Option(None, "--grids-dir", help="Folder of grid files."),
-    main: Optional[str] = typer.Option(None, "--main", help="The main (module or path)."),
+    sigs: Optional[list[str]] = typer.Option(
+        None, "--sig", "-s", metavar="SIG", help="XPs by signature."
+    ),
+    grids_dir: Optional[str] = typer.Option(
+        None, "--grids-dir", metavar="DIR", help="Folder of grid files."
+    ),
+    main: Optional[str] = typer.Option(
+        None, "--main", metavar="MAIN", help="The main (module or path)."
+    ),
 ) -> None:
     """Export a grid's results: one row per XP (sig, name, state, epoch, parameters, metrics).
 
     \b
     Examples:
-      gridman export mygrid                          CSV of the last values, to stdout
-      gridman export mygrid -o results.md            Markdown (format from the extension)
-      gridman export mygrid --best valid.acc:max     metrics of each XP's best epoch
-      gridman export mygrid --epoch 10 lr=0.1        metrics after 10 epochs, lr=0.1 only
+      gridman export mygrid                     CSV of the last values
+      gridman export mygrid -o results.md       Markdown (from the extension)
+      gridman export mygrid --best valid.acc:max      each XP at its best
+      gridman export mygrid --epoch 10 lr=0.1   after 10 epochs, lr=0.1 only
       gridman export mygrid --aggregate seed -F latex   mean ± std over seeds
-      gridman export --sig 3f9a2c1b --sig 7c0e11aa   XPs by signature
+      gridman export --sig 3f9a2c1b --sig 7c0e11aa      XPs by signature
+
+    Exit status: 0 when every XP exported is fine, 1 when some failed (the
+    table is written all the same), 2 for bad usage or input (a pattern or a
+    --best metric that matches nothing), 3 for a bug in gridman.
     """
     from ..results.export import format_for, render
     from ..results.records import Selection, build_results
@@ -88,28 +112,47 @@ def export(
         count = len(data.groups) if aggregate else len(results)  # type: ignore[union-attr]
         what = "groups" if aggregate else "XPs"
         typer.echo(f"gridman: wrote {count} {what} ({selection.describe()}) to {output}", err=True)
+    raise typer.Exit(exit_for(r.state for r in results))
 
 
 def plot(
-    name: Optional[str] = typer.Argument(None, help="Grid file grids/NAME.py."),
-    patterns: Optional[list[str]] = typer.Argument(None, help="Select XPs: lr=0.1, !pat, 3."),
-    metric: str = typer.Option(..., "--metric", "-m", help="The metric to draw (valid.acc)."),
-    output: Optional[str] = typer.Option(
-        None, "--output", "-o", help="A .png, .svg or .html file (default: NAME-METRIC.html)."
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="Grid file grids/NAME.py."),
+    patterns: Optional[list[str]] = typer.Argument(
+        None, metavar="PATTERN", help="Select XPs: lr=0.1, !pat, 3 (the table's index)."
     ),
-    width: int = typer.Option(800, "--width", help="Width in pixels."),
-    height: int = typer.Option(500, "--height", help="Height in pixels."),
-    sigs: Optional[list[str]] = typer.Option(None, "--sig", "-s", help="XPs by signature."),
-    grids_dir: Optional[str] = typer.Option(None, "--grids-dir", help="Folder of grid files."),
-    main: Optional[str] = typer.Option(None, "--main", help="The main (module or path)."),
+    metric: str = typer.Option(
+        ..., "--metric", "-m", metavar="METRIC", help="The metric to draw (valid.acc)."
+    ),
+    output: Optional[str] = typer.Option(
+        None,
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="A .png, .svg or .html file (default: NAME-METRIC.html).",
+    ),
+    width: int = typer.Option(800, "--width", metavar="PIXELS", help="Width in pixels."),
+    height: int = typer.Option(500, "--height", metavar="PIXELS", help="Height in pixels."),
+    sigs: Optional[list[str]] = typer.Option(
+        None, "--sig", "-s", metavar="SIG", help="XPs by signature."
+    ),
+    grids_dir: Optional[str] = typer.Option(
+        None, "--grids-dir", metavar="DIR", help="Folder of grid files."
+    ),
+    main: Optional[str] = typer.Option(
+        None, "--main", metavar="MAIN", help="The main (module or path)."
+    ),
 ) -> None:
     """Draw a metric's history, one curve per XP (legend: the XPs' short names).
 
     \b
     Examples:
-      gridman plot mygrid --metric valid.acc                 mygrid-valid.acc.html
-      gridman plot mygrid --metric train.loss -o loss.png    PNG (needs gridman[plot])
-      gridman plot mygrid seed=0 -m valid.acc -o acc.svg     some XPs, as SVG
+      gridman plot mygrid --metric valid.acc        mygrid-valid.acc.html
+      gridman plot mygrid -m train.loss -o loss.png PNG (needs gridman[plot])
+      gridman plot mygrid seed=0 -m valid.acc -o acc.svg    some XPs, as SVG
+
+    Exit status: 0 when every XP selected is fine, 1 when some failed (the plot
+    is written all the same), 2 for bad usage or input (a pattern or metric
+    that matches nothing), 3 for a bug in gridman.
     """
     from ..results.plot import collect, write
 
@@ -121,13 +164,15 @@ def plot(
     curves = collect(source, metric, title)
     write(curves, path, width, height)
     typer.echo(f"gridman: wrote {path} ({len(curves.series)} curves of {metric})")
+    raise typer.Exit(exit_for(r.state for r in source.refs))
 
 
 def show_diff(
     project: Any, main: Optional[str], sig: Optional[str], argv: Optional[list[str]],
     other: str, as_json: bool,
-) -> None:  # fmt: skip
-    """``gridman info --sig A --diff B``: print what differs between two XPs."""
+) -> int:  # fmt: skip
+    """``gridman info --sig A --diff B``: print what differs between two XPs; returns the exit
+    status (1 when either of them failed)."""
     from ..api.load import diff_xps
 
     if sig is None:
@@ -141,8 +186,9 @@ def show_diff(
         from ..core import jsonsafe  # NaN/inf as null: strict JSON
 
         typer.echo(jsonsafe.dumps(found.to_json(), indent=2))
-        return
-    typer.echo(render_diff(found))
+    else:
+        typer.echo(render_diff(found))
+    return exit_for([found.a.state, found.b.state])
 
 
 def render_diff(found: Any) -> str:

@@ -26,6 +26,7 @@ def run_stage_command(
 ) -> int:  # fmt: skip
     """The whole ``--stage`` flow; returns the exit status."""
     from ..api.stage import cancel_stage, run_stage
+    from .common import backend_line
     from .common import stderr as _stderr
     from .view import watch as _watch
 
@@ -35,7 +36,7 @@ def run_stage_command(
         count = cancel_stage(session, name)
         say(f"gridman: cancelled {count} {name} job(s)")
         return _watch(session, interval, view, False, as_json)
-    _stderr(f"gridman: backend {session.describe_backend()} ({session.backend_reason})")
+    backend_line(session)
     result = run_stage(session, request, dry_run)
     print_stage_plan(result.plan, session, dry_run, say)
     failed = 0

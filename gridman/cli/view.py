@@ -27,9 +27,16 @@ __all__ = ["View", "use_color", "watch"]
 
 
 def use_color(stream: Any = None) -> bool:
-    """Colours only on a terminal, never with NO_COLOR."""
+    """Colours on a terminal: never with a non-empty ``NO_COLOR`` or ``TERM=dumb``, always
+    with a non-empty ``FORCE_COLOR`` (the conventions of no-color.org and force-color.org)."""
     stream = stream or sys.stdout
-    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    if os.environ.get("TERM") == "dumb":
+        return False
+    return hasattr(stream, "isatty") and stream.isatty()
 
 
 def _table(session: GridSession, rows: list[Row], color: bool, view: View = View()) -> str:
@@ -64,8 +71,9 @@ def watch(
         try:
             rows = _monitor(session, interval, view, rows)
         except KeyboardInterrupt:
-            _stderr("gridman: stopped monitoring; the XPs keep running (gridman grid "
+            _stderr("gridman: stopped monitoring; the XPs keep running\n  (gridman grid "
                     f"{session.grid.name} re-attaches, -C cancels)")  # fmt: skip
+            session.refresh()  # the last table shows the states of now, not of the last poll
             rows = grid_rows(session, view)
     if as_json:
         from ..core import jsonsafe  # NaN/inf as null: strict JSON
@@ -84,31 +92,19 @@ def _monitor(session: GridSession, interval: float, view: View, rows: list[Row])
     from ..results.table import all_finished
 
     thaw()  # refreshes for hours: their garbage must stay collectable
-    if not sys.stdout.isatty():
-        last = ""
-        while not all_finished(rows):
-            line = _progress(rows)
-            if line != last:
-                typer.echo(f"gridman: {line}")
-                last = line
-            time.sleep(min(interval, 1.0))
-            session.refresh()
-            rows = grid_rows(session, view)
-        return rows
+    if not sys.stdout.isatty() or os.environ.get("TERM") == "dumb":
+        return _progress_lines(session, interval, view, rows)
     from rich.console import Console
     from rich.live import Live
-    from rich.text import Text
 
-    console = Console()
+    from .screen import monitor_screen
 
-    def screen(rows: list[Row]) -> Text:
-        table = _table(session, rows, use_color(), view)
-        lines = table.splitlines()
-        room = max(5, console.height - 3)
-        if len(lines) > room:
-            lines = [*lines[:room], f"... {len(lines) - room} more rows (full table at the end)"]
-        head = f"Monitoring grid {session.grid.name}: {_progress(rows)}  (Ctrl-C stops watching)"
-        return Text.from_ansi(head + "\n" + "\n".join(lines))
+    color = use_color()
+    console = Console(color_system="auto" if color else None, force_terminal=True,
+                      no_color=not color, highlight=False)  # fmt: skip
+
+    def screen(rows: list[Row]) -> Any:
+        return monitor_screen(session, rows, view, console.size, _progress(rows))
 
     with Live(screen(rows), console=console, auto_refresh=False, transient=True) as live:
         while not all_finished(rows):
@@ -116,4 +112,22 @@ def _monitor(session: GridSession, interval: float, view: View, rows: list[Row])
             session.refresh()
             rows = grid_rows(session, view)
             live.update(screen(rows), refresh=True)
+    return rows
+
+
+def _progress_lines(
+    session: GridSession, interval: float, view: View, rows: list[Row]
+) -> list[Row]:
+    """No terminal to redraw (a pipe, a log file, ``TERM=dumb``): a line when progress changes."""
+    from ..results.table import all_finished
+
+    last = ""
+    while not all_finished(rows):
+        line = _progress(rows)
+        if line != last:
+            typer.echo(f"gridman: {line}")
+            last = line
+        time.sleep(min(interval, 1.0))
+        session.refresh()
+        rows = grid_rows(session, view)
     return rows

@@ -99,7 +99,7 @@ def pick(history: Sequence[Any], selection: Selection) -> Pick:
     merged: dict[str, Any] = {}
     for entry in entries:
         merged.update(_leaves(entry or {}))
-    return Pick(merged, len(entries))
+    return Pick(merged, len(entries) or None)  # no history: no epoch (never epoch 0)
 
 
 def _leaves(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,11 +192,14 @@ def build_results(source: Source, selection: Optional[Selection] = None) -> Resu
 
     selection = selection or Selection()
     records = []
+    seen: dict[str, None] = {}  # the metric keys of the histories, for a --best that is none
     for ref in source.refs:
         error = None
         folder = Path(ref.folder)
         try:
             history = load_history(folder) if folder.exists() else []
+            if selection.best is not None:
+                metric_keys_of(history, seen)
             chosen = pick(history, selection)
             metrics, epoch = dict(chosen.metrics), chosen.epoch
         except Exception as exc:  # one unreadable history marks its own record only
@@ -204,6 +207,28 @@ def build_results(source: Source, selection: Optional[Selection] = None) -> Resu
         for stage, values in stage_metrics(folder).items():
             metrics.update({f"{stage}.{k}": v for k, v in flatten(values).items()})
         records.append(replace(ref, metrics=metrics, epoch=epoch, error=error))
+    if selection.best is not None and seen and selection.best not in seen:
+        raise unknown_metric(selection.best, list(seen), "--best")
     params = tuple(dict.fromkeys(k for r in source.refs for k in r.params))
     metric_keys = tuple(dict.fromkeys(k for r in records for k in r.metrics))
     return Results(tuple(records), params, metric_keys, selection, source.base_name, source.grid)
+
+
+def metric_keys_of(history: Sequence[Any], into: dict[str, None]) -> None:
+    """Add the flattened metric keys of ``history``'s entries to ``into``."""
+    for entry in history:
+        if isinstance(entry, Mapping):
+            into.update(dict.fromkeys(k for k, v in flatten(entry).items()
+                                      if not isinstance(v, Mapping)))  # fmt: skip
+
+
+def unknown_metric(key: str, known: Sequence[str], flag: str) -> UsageError:
+    """A metric that no selected history holds (exit 2), with the ones they hold and the
+    closest of them."""
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    shown = ", ".join(list(known)[:12]) + (", ..." if len(known) > 12 else "")
+    return UsageError(f"{flag} {key!r}: no selected XP has that metric",
+                      f"metrics in their histories: {shown}{guess}")  # fmt: skip

@@ -255,6 +255,26 @@ def render(
     return "\n".join(lines)
 
 
+def row_cells(row: Row, columns: Sequence[Column], spark: str = "") -> list[str]:
+    """A row's cells as the text table shows them: meta fields, metrics, the sparkline."""
+    return _cells(row, columns, spark)
+
+
+def best_values(rows: Sequence[Row], columns: Sequence[Column]) -> list[Optional[float]]:
+    """Each column's best value among ``rows`` (None where no best is highlighted)."""
+    return [_best(rows, c) for c in columns]
+
+
+def is_best(cell: str, best: Optional[float]) -> bool:
+    """Whether a cell's text shows the column's best value (as the table highlights it)."""
+    if best is None or not cell:
+        return False
+    try:
+        return math.isclose(float(cell), best, rel_tol=5e-4, abs_tol=1e-12)
+    except ValueError:
+        return False
+
+
 def _cells(row: Row, columns: Sequence[Column], spark: str) -> list[str]:
     cells = table_meta_cells(row)
     if row.error:
