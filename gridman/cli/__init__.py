@@ -146,27 +146,27 @@ def run(
     clear: bool = typer.Option(False, "--clear", help="Delete the XP folder first (asks)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --clear."),
     main: Optional[str] = typer.Option(None, "--main", help=MAIN_HELP),
-) -> None:
-    """Run one XP in the foreground, recording its state, history and log.
-
-    \b
     distributed: bool = typer.Option(
         False, "--distrib", "-d", help="Run one rank per visible GPU (torch.distributed)."
     ),
     ws: Optional[int] = typer.Option(
         None, "--ws", help="Run this many ranks on CPUs (implies -d; for debugging)."
     ),
+) -> None:
+    """Run one XP in the foreground, recording its state, history and log.
+
+    \b
     Examples:
       gridman run -- --lr 0.01 --epochs 3     argparse main
       gridman run lr=0.01 model.depth=4       YAML main overrides
       gridman run --sig 3f9a2c1b              an XP from its signature
       gridman run --sig 3f9a2c1b -- --epochs 9  its argv, with an override
+      gridman run -d -- --lr 0.01             one rank per GPU (logs: log/N.rankR.log)
+      gridman run --ws 2 -- --lr 0.01         two ranks on CPUs
 
     Exit status: 0 when the XP completed, 1 when it failed, 2 for bad arguments.
     """
     from ..api import xp as api
-      gridman run -d -- --lr 0.01              one rank per GPU (rank r logs to log/N.rankR.log)
-      gridman run --ws 2 -- --lr 0.01          two ranks on CPUs
 
     project = _project()
     prepared = api.prepare(project, main, sig, argv or [])
