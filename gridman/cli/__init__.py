@@ -161,7 +161,7 @@ def run(
       gridman run lr=0.01 model.depth=4       YAML main overrides
       gridman run --sig 3f9a2c1b              an XP from its signature
       gridman run --sig 3f9a2c1b -- --epochs 9  its argv, with an override
-      gridman run -d -- --lr 0.01             one rank per GPU (logs: log/N.rankR.log)
+      gridman run -d -- --lr 0.01             a rank per GPU (log/N.rankR.log)
       gridman run --ws 2 -- --lr 0.01         two ranks on CPUs
 
     Exit status: 0 when the XP completed, 1 when it failed, 2 for bad arguments.
