@@ -478,4 +478,4 @@ def test_info_shows_a_crashed_search_as_vanished(tmp_path: Path) -> None:
     )
     write_job(folder, record)
     result = run_cli(["info", "--sig", "00c0ffee"], root)
-    assert result.exit_code == 0 and "VANISHED" in result.stdout, result.output
+    assert result.exit_code == 1 and "VANISHED" in result.stdout, result.output  # a failed XP

@@ -170,7 +170,7 @@ def test_export_usage_errors(trained: Path) -> None:
         (["export"], "name a grid"),
         (["export", "nope"], "no grid named 'nope'"),
         (["export", "main", "--sig", "aaaa0001"], "not both"),
-        (["export", "main", "lr=0.9"], "no XP selected"),
+        (["export", "main", "lr=0.9"], "pattern 'lr=0.9' matches no XP"),
         (["export", "main", "-F", "xlsx"], "unknown format"),
     ):
         result = run_cli(args, trained)

@@ -302,7 +302,7 @@ def test_out_of_range_values_are_usage_errors(root: Path, args: list[str], messa
 def test_out_of_range_trim_schedules_nothing(root: Path) -> None:
     result = grid(root, "main", "--trim", "99", *INLINE)
     assert result.exit_code == 2, result.output
-    assert "--trim 99 is out of range" in result.stderr
+    assert "XP index 99 is out of range" in result.stderr
     assert not xps_dir(root).exists()
 
 
@@ -311,9 +311,11 @@ def test_folder_of_an_xp(root: Path) -> None:
     data = rows(root, "main", "--dry-run", *INLINE)
     result = grid_ok(root, "main", "-f", "2")
     assert result.stdout.strip() == data[2]["folder"]
-    # an index counts among the selected XPs
-    selected = grid_ok(root, "main", "seed=1", "-f", "1")
+    # an index is the grid's, the one the table shows, whatever the selection
+    selected = grid_ok(root, "main", "seed=1", "-f", "3")
     assert selected.stdout.strip() == data[3]["folder"]
+    outside = grid(root, "main", "seed=1", "-f", "0")
+    assert outside.exit_code == 2, outside.output
     assert not xps_dir(root).exists()  # printing a folder schedules nothing
 
 

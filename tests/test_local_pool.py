@@ -275,7 +275,7 @@ def test_vanished_xps_are_detected_and_retried(root: Path, hold: Path) -> None:
     assert [job_state(f) for f in folders] == ["RUNNING", "RUNNING"]  # as the pool left them
     # `gridman info` sees it...
     info = run_cli(["info", "--sig", folders[1].name], root)
-    assert info.exit_code == 0 and "VANISHED (attempt 1)" in info.stdout
+    assert info.exit_code == 1 and "VANISHED (attempt 1)" in info.stdout  # shows a failed XP
     # ...and so does `gridman grid`, through the backend's poll
     rows = schedule(root, "v", code=1)
     assert [r["state"] for r in rows] == ["VANISHED", "VANISHED"]

@@ -92,7 +92,7 @@ def test_plot_usage_errors(trained: Path, tmp_path: Path) -> None:
         (["-m", "valid.acc"], "no selected XP has a history of 'valid.acc'"),
         (["-m", "train.loss", "-o", str(tmp_path / "x.gif")], "give a file ending in .png"),
         (["-m", "train.loss", "--width", "10"], "at least 100x100"),
-        (["-m", "train.loss", "lr=0.9"], "no XP selected"),
+        (["-m", "train.loss", "lr=0.9"], "pattern 'lr=0.9' matches no XP"),
     ]
     for args, needle in cases:
         result = run_cli(["plot", "main", *args], trained)

@@ -102,7 +102,7 @@ def test_merged_csv_with_heterogeneous_keys(hetero: Path) -> None:
     assert second["dropout"] == "0.3" and second["bleu"] == "21.5" and second["valid.acc"] == ""
     assert second["metrics.lr"] == "0.02" and second["lr"] == "0.2"  # a metric named lr
     assert second["test.acc"] == "0.75"  # the stage's metrics, namespaced
-    assert third["state"] == "NEW" and third["tags"] == '["a","b"]' and third["epoch"] == "0"
+    assert third["state"] == "NEW" and third["tags"] == '["a","b"]' and third["epoch"] == ""
     assert all(third[k] == "" for k in ("lr", "train.loss", "test.acc"))
     assert first["name"] == "lr=0.1" and second["name"] == "lr=0.2 dropout=0.3"
 
