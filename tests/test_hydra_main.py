@@ -321,3 +321,21 @@ def test_gridman_grid_runs_the_hydra_grid(proj: Path) -> None:
     assert sorted(depths.values()) == [(4, 0.001), (4, 0.01), (12, 0.001), (12, 0.01)]
     for sig in GRID_SIGS:
         assert sig in done.stdout
+
+
+def test_the_configs_slurm_section_gives_the_grids_resources(proj: Path) -> None:
+    """The Hydra config's ``slurm:`` section is where every launcher of a grid starts from;
+    gridman.yaml's section and the command line's flags override it."""
+    from gridman.api.grid import GridOptions, open_grid
+    from gridman.core.project import load_project
+
+    forget_modules(proj)
+    with chdir(proj):
+        session = open_grid(load_project(proj), GridOptions(name="hgrid", dry_run=True))
+        res = {s.resources for s in session.sheeps}
+        assert len(res) == 1
+        (one,) = res
+        assert (one.mem_per_gpu, one.cpus_per_gpu, one.time, one.partition) == (4, 2, 30, "debug")
+        flags = GridOptions(name="hgrid", dry_run=True, resources=(("time", 5),))
+        (changed,) = {s.resources for s in open_grid(load_project(proj), flags).sheeps}
+        assert (changed.time, changed.partition) == (5, "debug")

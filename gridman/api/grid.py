@@ -143,12 +143,17 @@ def choose_backend(project: Project, option: Optional[str]) -> tuple[str, str]:
     return registry.choose(option, str(configured) if configured else None, str(project.file))
 
 
-def base_resources(project: Project, options: GridOptions) -> Resources:
-    """Resources every launcher starts from: the resource defaults of gridman.yaml's backend
-    sections (Dora's ``slurm:``), then the CLI flags; ``launcher.slurm_(...)`` in the grid
-    file overrides both (resources are used by every backend that can: GPUs locally too)."""
+def base_resources(
+    project: Project, options: GridOptions, main: Optional[DecoratedMain] = None
+) -> Resources:
+    """Resources every launcher starts from: the main's own defaults (a Hydra config's
+    ``slurm:`` section), then those of gridman.yaml's backend sections (Dora's ``slurm:``), then
+    the CLI flags; ``launcher.slurm_(...)`` in the grid file overrides them all (resources are
+    used by every backend that can: GPUs locally too)."""
+    own = getattr(main, "resource_defaults", None)
+    base = Resources().with_changes(own() if callable(own) else {})
     defaults = registry.resource_defaults(project.settings, project.file)
-    return Resources().with_changes(defaults).with_changes(dict(options.resources))
+    return base.with_changes(defaults).with_changes(dict(options.resources))
 
 
 def open_grid(
@@ -168,7 +173,7 @@ def open_grid(
     grid = load_grid(folder, options.name)
     spec = main_spec(project, options.main)
     main = load_main(project, spec)
-    herd = build_herd(grid, main, base_resources(project, options))
+    herd = build_herd(grid, main, base_resources(project, options, main))
     sheeps = list(herd.sheeps.values())
     if options.gpus is not None:
         for sheep in sheeps:
