@@ -20,6 +20,10 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.base
 	$(BIN)/gridman grid demo --backend local --interval 1
 	$(BIN)/gridman info --sig $$($(BIN)/gridman grid demo --backend local --json --no-monitor 2>/dev/null | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["sig"])')
+	@echo
+	@echo "Done. gridman is installed in .venv, which is not on your PATH. To go on:"
+	@echo "  . .venv/bin/activate        # then: gridman grid demo, gridman info --sig SIG"
+	@echo "  python examples/search.py   # an Evaluator search loop (see README)"
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check gridman tests examples bench
