@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..backends import Backend, LaunchContext, Submission, get_backend, registry
+from ..backends.attempt import snapshot_context
 from ..core.explore import Sheep
 from ..core.fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
 from ..core.grids import Grid, build_herd, grids_dir, list_grids, load_grid, merge_warning
@@ -30,7 +31,8 @@ from ..core.perf import paused_gc
 from ..core.project import Project, main_spec
 from ..core.resources import Resources
 from ..core.shep import Plan, Rules, make_plan
-from ..core.xp import clear_xp_folder, clearable_target, init_many, xp_folder
+from ..core.snapshot import Snapshot, code_snapshot
+from ..core.xp import clear_xp_folder, clearable_target, init_many, record_code, xp_folder
 from ..errors import STORAGE_ERRNOS, UsageError, storage_error
 from .patterns import select_xps
 from .xp import check_project
@@ -54,6 +56,7 @@ class GridOptions:
     grids_dir: Optional[str] = None
     main: Optional[str] = None
     resources: tuple[tuple[str, Any], ...] = ()  # CLI defaults (--time, -p ...): below slurm_()
+    allow_dirty: bool = False  # git_save: submit despite uncommitted changes (--allow-dirty)
 
 
 @dataclass
@@ -275,6 +278,9 @@ def _submission(sheep: Sheep) -> Submission:
 
 
 def _commit(session: GridSession, plan: Plan, chosen: list[Sheep]) -> None:
+    # git_save: a dirty tree is refused (and the code copy made) before anything changes
+    snap = code_snapshot(session.project, session.dir, session.main,
+                         session.options.allow_dirty) if plan.to_submit() else None  # fmt: skip
     by_sig = {s.sig: s for s in chosen}
     jobs = []
     for sig in plan.to_cancel():
@@ -292,8 +298,16 @@ def _commit(session: GridSession, plan: Plan, chosen: list[Sheep]) -> None:
             sheep.job = None
     submit = [by_sig[sig] for sig in plan.to_submit() if sig in by_sig]
     init_many([s.xp for s in submit])
-    session.backend.submit([_submission(s) for s in submit])
+    backend = session.backend if snap is None else _snapshot_backend(session, snap, submit)
+    backend.submit([_submission(s) for s in submit])
     session.refresh(chosen)  # the table shows what was just cancelled and submitted
+
+
+def _snapshot_backend(session: GridSession, snap: Snapshot, submit: list[Sheep]) -> Backend:
+    """The backend whose XPs run from the code snapshot; argv.json records it first."""
+    for sheep in submit:
+        record_code(sheep.xp.folder, snap.to_json())
+    return get_backend(session.backend.name, snapshot_context(session.backend.ctx, snap))
 
 
 def cancel_jobs(session: GridSession, jobs: Sequence[tuple[Path, JobRecord]]) -> None:

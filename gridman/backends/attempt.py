@@ -11,13 +11,15 @@ in the shared runner (runner.py), which takes the XP's run lock and records the 
 from __future__ import annotations
 
 import contextlib
+import shlex
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
 from ..core.jobs import State
+from ..core.snapshot import COMMIT_ENV, ROOT_ENV, Snapshot, snapshot_env
 from ..errors import XPBusyError
 from .base import LaunchContext
 from .runner import RunResult, run_attempt, worker_command, worker_env
@@ -112,6 +114,23 @@ class AttemptSpec:
             # The XP sees only the GPUs it was given; one that asked for none sees none.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
         return env
+
+
+def snapshot_context(ctx: LaunchContext, snapshot: Snapshot) -> LaunchContext:
+    """The context of XPs that run from a code snapshot (git_save): their cwd is the copy's
+    project root, their main is imported from it, and PYTHONPATH has it first. The XP root
+    stays the original one (``GRIDMAN_DIR``)."""
+    return replace(ctx, root=snapshot.root, main_spec=snapshot.main_spec(ctx.main_spec),
+                   env=snapshot_env(snapshot, ctx.env))  # fmt: skip
+
+
+def snapshot_setup(env: Mapping[str, str]) -> list[str]:
+    """Shell lines that give a batch job (Slurm) the snapshot's variables of ``env`` (a
+    job's environment is the submitting process's, not the context's); none without one."""
+    if ROOT_ENV not in env:
+        return []
+    names = ("PYTHONPATH", COMMIT_ENV, ROOT_ENV)
+    return [f"export {name}={shlex.quote(env[name])}" for name in names if name in env]
 
 
 def _text(data: Mapping[str, Any], key: str) -> str:

@@ -44,6 +44,7 @@ from ..core.jobs import (
 from ..core.liveness import clear_cancel, request_cancel, worker_status
 from ..core.resources import DEFAULT_MAX_GPUS_PER_NODE, Resources, slurm_request
 from ..errors import UsageError
+from .attempt import snapshot_setup
 from .base import Backend, BackendSpec, Choice, LaunchContext, Submission, check_flag
 from .slurm_job import XPTask
 from .slurm_query import JobInfo, SlurmError, SlurmView, max_array_size, sacct_by_name, scancel
@@ -215,8 +216,12 @@ class SlurmBackend(Backend):
                 max_num_timeout=_NO_REQUEUE_LIMIT,
                 python=shlex.quote(self.ctx.python or "python3"),
             )
-            executor.update_parameters(**sbatch_parameters(
-                res, intent.name, self.signal_delay_s, self.max_gpus_per_node))  # fmt: skip
+            params = sbatch_parameters(res, intent.name, self.signal_delay_s,
+                                       self.max_gpus_per_node)  # fmt: skip
+            code = snapshot_setup(self.ctx.env)  # git_save: the job imports from the copy
+            if code:
+                params["setup"] = [*code, *params.get("setup", [])]
+            executor.update_parameters(**params)
         except (RuntimeError, ValueError) as exc:
             raise SlurmError(f"cannot prepare the sbatch script: {exc}") from None
         tasks = [self._task(sub) for sub in chunk]

@@ -129,6 +129,9 @@ def grid(
     main: Optional[str] = typer.Option(
         None, "--main", metavar="MAIN", help="The main (module or path)."
     ),
+    allow_dirty: bool = typer.Option(
+        False, "--allow-dirty", help="git_save: run the last commit despite local changes."
+    ),
 ) -> None:
     """Schedule a grid's missing XPs and show their metrics as a table.
 
@@ -174,6 +177,7 @@ def grid(
         resources=resource_flags(partition=partition, time=time_limit, mem=mem,
                                  cpus_per_task=cpus_per_task, constraint=constraint,
                                  account=account, qos=qos, comment=comment, sbatch=sbatch),
+        allow_dirty=allow_dirty,
     )  # fmt: skip
     session = gridapi.open_grid(load_project(), options, progress=_progress_printer())
     for warning in session.warnings:

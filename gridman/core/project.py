@@ -23,11 +23,20 @@ from .config import load_mapping
 
 PROJECT_FILE = "gridman.yaml"
 #: The keys core reads itself; the others are sections of the layers that own them.
-CORE_KEYS = ("main", "dir", "grids_dir", "backend")
+CORE_KEYS = ("main", "dir", "grids_dir", "backend", "git_save")
 HOW_TO = (
     "declare it with `main: train` (a module) or `main: path/to/train.py` in gridman.yaml "
     "at the project root, or pass --main, or set GRIDMAN_MAIN"
 )
+
+
+@dataclass(frozen=True)
+class GitSave:
+    """gridman.yaml's ``git_save``: ``true``/``false``, or ``{allow_dirty: true}`` (on, and
+    uncommitted changes do not stop a submission: the last commit runs without them)."""
+
+    enabled: bool = True
+    allow_dirty: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,11 @@ class Project:
     def resolve(self, path: str | os.PathLike[str]) -> Path:
         """A path relative to the project root made absolute."""
         return (self.root / Path(path).expanduser()).absolute()
+
+    @property
+    def git_save(self) -> Optional[GitSave]:
+        """gridman.yaml's ``git_save`` (None when absent: the main's setting decides)."""
+        return parse_git_save(self.file, self.settings.get("git_save"))
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.settings.get(name) or {}
@@ -99,6 +113,22 @@ def check_key(file: Path, key: str, sections: Optional[Collection[str]]) -> None
         return  # another layer's section: checked by its owner
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ConfigError(f"{file}: unknown key {key!r}", f"{hint}valid keys: {', '.join(valid)}")
+
+
+def parse_git_save(file: Optional[Path], value: Any) -> Optional[GitSave]:
+    """``git_save: true|false`` or a mapping of ``enabled``/``allow_dirty`` booleans."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else GitSave(enabled=value)
+    if isinstance(value, dict):
+        unknown = sorted(str(k) for k in value if k not in ("enabled", "allow_dirty"))
+        flags = {k: v for k, v in value.items() if k in ("enabled", "allow_dirty")}
+        if not unknown and all(isinstance(v, bool) for v in flags.values()):
+            return GitSave(**flags)
+    raise ConfigError(
+        f"{file}: `git_save` must be true, false or a mapping of booleans, got {value!r}",
+        "write `git_save: true`, or `git_save: {allow_dirty: true}` to allow uncommitted "
+        "changes (the last commit runs without them)",
+    )
 
 
 def main_spec(project: Project, override: Optional[str] = None) -> str:

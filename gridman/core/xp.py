@@ -205,6 +205,18 @@ def _write_argv(xp: XP) -> bool:
     return created
 
 
+def record_code(folder: Path, code: dict[str, Any]) -> None:
+    """Add the code snapshot an XP was submitted with (git_save: ``{"commit", "path"}``) to
+    its ``argv.json`` as ``code`` (a later submission replaces it; init_xp keeps it: it
+    compares the delta only)."""
+    path = Path(folder) / ARGV_FILE
+    data = read_argv_file(folder)
+    if data.get("code") == code:
+        return
+    data["code"] = code
+    atomic_write_bytes(os.fspath(path), (json.dumps(data) + "\n").encode(), fsync=False)
+
+
 def _stored_canonical(raw: bytes) -> Optional[str]:
     """The canonical delta of a stored argv.json; None when unreadable (it is rewritten)."""
     try:
