@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from gridman.cli.common import exit_for
 from gridman.core.jobs import pid_alive
 from gridman.core.link import load_history
 from gridman.core.signature import compute_sig
@@ -49,9 +50,10 @@ def gridman(
 
 def info_json(project: Path, sig: str) -> dict[str, Any]:
     result = gridman(["info", "--sig", sig, "--json"], project)
-    assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert isinstance(data, dict)
+    # 1 when it shows a failed XP (every command's contract), else 0
+    assert result.returncode == exit_for([data["state"]]), result.stderr
     return data
 
 

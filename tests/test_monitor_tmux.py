@@ -119,7 +119,7 @@ def test_ctrl_c_prints_the_states_of_now(tmp_path: Path, tmux: str) -> None:
         hold.unlink()
         wait_states(folders, {"COMPLETED"})
         subprocess.run(["tmux", "-L", tmux, "send-keys", "C-c"], check=True)
-        lines = wait_screen(tmux, " done, ", history=True)
+        lines = wait_screen(tmux, "2/2 done", history=True)  # the table printed after Ctrl-C
         table = [line for line in lines if "|" in line and any(f.name in line for f in folders)]
         assert len(table) == 2 and all("COMPLETED" in line for line in table), "\n".join(lines)
         assert any("2/2 done" in line for line in lines), "\n".join(lines)

@@ -266,10 +266,21 @@ def wait_states(
             return current
         if time.monotonic() > deadline:
             shown = ", ".join(f"{f.name}: {s}" for f, s in current.items())
+            logs = "".join(_log_tails(f) for f, s in current.items() if s not in wanted)
             raise AssertionError(
                 f"timed out after {timeout} s waiting for states {sorted(wanted)}; now {shown}"
+                + logs
             )
         time.sleep(0.05)
+
+
+def _log_tails(folder: Path, lines: int = 15) -> str:
+    """The last lines of every log of an XP (each attempt, each rank): why it is not done."""
+    text = ""
+    for log in sorted((folder / "log").glob("*.log")) if (folder / "log").is_dir() else []:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        text += f"\n--- {folder.name}/log/{log.name}\n" + "\n".join(tail)
+    return text
 
 
 def has_history(folder: Path) -> bool:

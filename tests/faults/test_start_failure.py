@@ -51,7 +51,7 @@ def test_missing_interpreter_fails_the_run_with_its_reason(
     assert MISSING in attempt["extra"]["error"] and attempt["ended"]
     assert MISSING in (folder / "log" / "1.log").read_text(encoding="utf8")
     shown = run_cli(["info", "--sig", folder.name], project)
-    assert shown.exit_code == 0 and "FAILED" in shown.stdout, shown.output
+    assert shown.exit_code == 1 and "FAILED" in shown.stdout, shown.output
     assert "No such file or directory" in shown.stdout and MISSING in shown.stdout
     # a plan keeps it (no VANISHED, no resubmission); --retry runs it again, and it completes
     kept = run_cli(["grid", "g", "--no-monitor"], project)
@@ -100,7 +100,7 @@ def test_pool_attempt_that_cannot_start_is_failed_not_vanished(
     assert attempt.started is not None and attempt.ended is not None
     assert reason in (spec.folder / "log" / "1.log").read_text(encoding="utf8")
     info = run_cli(["info", "--sig", spec.folder.name, "--json"], project)
-    assert info.exit_code == 0, info.output
+    assert info.exit_code == 1, info.output
     assert json.loads(info.stdout)["state"] == "FAILED"  # a poll does not make it VANISHED
 
 
