@@ -22,7 +22,15 @@ from ..backends import Backend, LaunchContext, Submission, get_backend, registry
 from ..backends.attempt import snapshot_context
 from ..core.explore import Sheep
 from ..core.fsutil import FORMAT_VERSION, atomic_write_json, file_lock, read_json
-from ..core.grids import Grid, build_herd, grids_dir, list_grids, load_grid, merge_warning
+from ..core.grids import (
+    Grid,
+    build_herd,
+    grids_dir,
+    in_grids_folder,
+    list_grids,
+    merge_warning,
+    open_grid_file,
+)
 from ..core.jobs import PROJECT_LOCK, JobRecord, read_job
 from ..core.loader import load_main
 from ..core.main import DecoratedMain
@@ -168,12 +176,7 @@ def open_grid(
     if options.gpus is not None and options.gpus < 0:
         raise UsageError(f"--gpus must be >= 0, got {options.gpus}")
     check_project(project)
-    folder = grids_dir(project, options.grids_dir)
-    if not options.name:
-        from ..core.grids import unknown_grid
-
-        raise unknown_grid(folder, None)
-    grid = load_grid(folder, options.name)
+    grid = open_grid_file(project, options.name, options.grids_dir, options.main)
     spec = main_spec(project, options.main)
     main = load_main(project, spec)
     herd = build_herd(grid, main, base_resources(project, options, main))
@@ -216,7 +219,8 @@ def run_grid(session: GridSession) -> GridResult:
     would write is refused with the path and the reason (StorageError, exit 2)."""
     opts = session.options
     chosen = session.chosen()
-    session.backend.check(session.submissions())
+    if not opts.dry_run:  # a plan is shown on any machine, one without the GPUs asked too
+        session.backend.check(session.submissions())
     with project_lock(session.dir) as denied:
         session.refresh(chosen)
         removed = _removed(session)
@@ -329,7 +333,7 @@ def grid_record_key(project: Project, grid: Grid) -> str:
     row cache): the grid's name for a file in the project's grids folder (as always), else
     ``NAME@HASH`` of the file's path, so that same-named grids of two folders (``--grids-dir``)
     never share a record, and never take each other's XPs for removed ones."""
-    if grid.path.parent == grids_dir(project):
+    if in_grids_folder(project, grid):
         return grid.name
     digest = hashlib.sha1(_stored_path(project, grid.path).encode("utf8")).hexdigest()[:8]
     return f"{grid.name}@{digest}"
@@ -419,8 +423,11 @@ def _removed(session: GridSession) -> list[tuple[str, Optional[JobRecord], list[
     return out
 
 
-def available_grids(project: Project, grids_dir_option: Optional[str]) -> list[str]:
-    return list_grids(grids_dir(project, grids_dir_option))
+def available_grids(
+    project: Project, grids_dir_option: Optional[str], main: Optional[str] = None
+) -> list[str]:
+    """Dotted names of the project's grids (``gridman grid`` without a name lists them)."""
+    return list_grids(grids_dir(project, grids_dir_option, main))
 
 
 def with_rules(options: GridOptions, **changes: Any) -> GridOptions:

@@ -162,6 +162,8 @@ def grid(
     from ..core.project import load_project
     from ..core.shep import Rules
 
+    if not name:  # Dora's `dora grid`: the grids there are, by dotted name
+        raise typer.Exit(_list_grids(grids_dir, main, as_json))
     _check_flags(interval, trim, dry_run, clear, (log, tail, folder))
     after = list(ctx.meta.get(AFTER_DASHES) or [])
     if stage is None and after:
@@ -389,3 +391,24 @@ def _print_plan(plan: Any, session: Any, verbose: bool, say: Any) -> None:
         say(f"  ... and {len(steps) - limit} more:")
         for (action, reason), n in sorted(groups.items(), key=lambda kv: -kv[1]):
             say(f"  {action:<8} x{n}: {reason}")
+
+
+def _list_grids(grids_dir: Optional[str], main: Optional[str], as_json: bool) -> int:
+    """Print the project's grids (``--json``: as one array), one dotted name a line; exit 0,
+    with a word on stderr when there are none."""
+    import json
+
+    from ..api.grid import available_grids
+    from ..core.grids import grids_dir as folder_of
+    from ..core.project import load_project
+
+    project = load_project()
+    names = available_grids(project, grids_dir, main)
+    if as_json:
+        typer.echo(json.dumps(names))
+    else:
+        for name in names:
+            typer.echo(name)
+    if not names:
+        _stderr(f"gridman: no grid files in {folder_of(project, grids_dir, main)}")
+    return 0

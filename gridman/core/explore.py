@@ -51,6 +51,54 @@ class Sheep:
     def state(self) -> Optional[str]:
         return self.job.state.value if self.job and self.job.state else None
 
+    @property
+    def log(self) -> Optional[Path]:
+        """The latest attempt's log file (Dora's ``sheep.log``); None when there is no job."""
+        latest = self.job.latest if self.job else None
+        if latest is None or not latest.log:
+            return None
+        return self.xp.folder / latest.log
+
+    def for_explorer(self) -> ExplorerSheep:
+        """What ``Explorer.process_sheep`` gets: this XP as Dora's Sheep shows it."""
+        job = None
+        if self.job is not None:
+            latest = self.job.latest
+            job = SheepJob(latest.job_id if latest else None, self.state, self.job)
+        return ExplorerSheep(self.xp, job, self.log, self.resources, self.origin)
+
+
+@dataclass(frozen=True)
+class SheepJob:
+    """Dora's ``sheep.job`` (a submitit job there): the latest attempt's ``job_id`` (a Slurm
+    job id, a local pool's queue entry ...), the XP's ``state`` (``"COMPLETED"``, ...) and the
+    whole job record."""
+
+    job_id: Optional[str]
+    state: Optional[str]
+    record: JobRecord
+
+
+@dataclass(frozen=True)
+class ExplorerSheep:
+    """The Sheep that ``process_sheep(sheep, history)`` gets, shaped as Dora's: ``xp``, ``job``
+    (None when the XP never ran) and ``log`` (the latest attempt's log path, None without a
+    job), plus what gridman knows besides (``resources``, ``origin``: the grid file's line)."""
+
+    xp: XP
+    job: Optional[SheepJob]
+    log: Optional[Path]
+    resources: Resources
+    origin: str = ""
+
+    @property
+    def sig(self) -> str:
+        return self.xp.sig
+
+    @property
+    def state(self) -> Optional[str]:
+        return self.job.state if self.job else None
+
 
 @dataclass(frozen=True)
 class Merged:
@@ -377,8 +425,10 @@ class Explorer:
         """ANSI colour codes cycled over rows (only used on a terminal)."""
         return ["0", "38;5;245"]
 
-    def process_sheep(self, sheep: Sheep, history: list[Any]) -> dict[str, Any]:
-        """Override to build a row from the XP and its history; wins over process_history."""
+    def process_sheep(self, sheep: ExplorerSheep, history: list[Any]) -> dict[str, Any]:
+        """Override to build a row from the XP and its history; wins over process_history.
+        ``sheep`` is shaped as Dora's: ``sheep.xp``, ``sheep.job`` (``job_id``, ``state``;
+        None when it never ran) and ``sheep.log`` (None without a job)."""
         raise NotImplementedError()
 
     def process_history(self, history: list[Any]) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def _row(
         stages = True  # whether stages/ may hold results (the cache knows when it cannot)
         if empty:  # a folder this command created: nothing in it to read
             stages = False
-            metrics = explorer.process_sheep(sheep, history) if custom else (
+            metrics = explorer.process_sheep(sheep.for_explorer(), history) if custom else (
                 explorer.process_history(history))  # fmt: skip
         elif cache is not None:
             metrics, stages = _cached_metrics(explorer, xp.sig, os.fspath(folder), cache)
@@ -82,7 +82,7 @@ def _row(
             history = load_history(folder)  # no files: an empty history
             if trim is not None:
                 history = history[:trim]
-            metrics = explorer.process_sheep(sheep, history) if custom else (
+            metrics = explorer.process_sheep(sheep.for_explorer(), history) if custom else (
                 explorer.process_history(history))  # fmt: skip
         metrics = dict(metrics or {})
         for stage, values in (stage_metrics(folder) if stages else {}).items():
@@ -161,6 +161,40 @@ def node_columns(nodes: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[Col
     return out
 
 
+#: The meta fields a table may show, by name (an Explorer's ``get_grid_meta`` picks them).
+_META: dict[str, Callable[[Row], str]] = {
+    "index": lambda r: str(r.index), "name": lambda r: r.name, "state": lambda r: r.state,
+    "sig": lambda r: r.sig, "folder": lambda r: r.folder,
+}  # fmt: skip
+
+
+def grid_style(explorer: Explorer) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """(meta columns, row colours) as ``explorer`` asks with Dora's ``get_grid_meta`` (its
+    leaves, in their order, with their alignment: those naming fields a row has; Dora's
+    ``sid`` has no column here) and ``get_colors`` (ANSI codes cycled over rows; ``"0"``: none).
+    The default table's when the Explorer does not override them, or its answer is unusable."""
+    meta: tuple[tuple[str, str], ...] = TABLE_META
+    if type(explorer).get_grid_meta is not Explorer.get_grid_meta:
+        try:
+            leaves = list(explorer.get_grid_meta())
+        except Exception:  # a broken hook must not cost the table
+            leaves = []
+        keys = [(str(getattr(x, "key", "")), getattr(x, "align", None)) for x in leaves]
+        picked = [(key, align or "<") for key, align in keys if key in _META]
+        meta = tuple(dict(picked).items()) or TABLE_META  # a name twice: one column
+    try:
+        colors = tuple(str(c) for c in explorer.get_colors() or ())
+    except Exception:
+        colors = ()
+    return meta, colors
+
+
+def _row_color(colors: Sequence[str], index: int) -> str:
+    """The ANSI code of row ``index`` (``"0"`` and ``""``: the terminal's own)."""
+    code = colors[index % len(colors)] if colors else ""
+    return "" if code in ("", "0") else code
+
+
 _STATE_STYLE = {
     "COMPLETED": "32", "RUNNING": "36", "PENDING": "33", "NEW": "2", "CANCELLED": "35",
     "FAILED": "31", "VANISHED": "31", "TIMEOUT": "31", "OUT_OF_MEMORY": "31",
@@ -222,29 +256,31 @@ class _Head:
 
 def render(
     rows: Sequence[Row], columns: Sequence[Column], color: bool = False, base_name: str = "",
-    spark: str = "",
+    spark: str = "", meta: Sequence[tuple[str, str]] = TABLE_META, colors: Sequence[str] = (),
 ) -> str:  # fmt: skip
     """The table as text; ANSI colours only when ``color``; with ``spark`` (the metric's
-    key), a last column holding each row's sparkline."""
+    key), a last column holding each row's sparkline. ``meta`` and ``colors``: the Explorer's
+    meta columns and row colours (see :func:`grid_style`)."""
     if not columns and any(r.error for r in rows):
         columns = [Column(("error",), align="<")]  # somewhere to say what went wrong
     with paused_gc():  # a list per row, none in cycles
-        table = [_cells(row, columns, spark) for row in rows]
-    heads = [_Head(name, align=align, meta=name) for name, align in TABLE_META]
+        table = [_cells(row, columns, spark, meta) for row in rows]
+    heads = [_Head(name, align=align, meta=name) for name, align in meta]
     heads += [_Head(c.path[-1], ".".join(c.path[:-1]), c.align, best=_best(rows, c))
               for c in columns]  # fmt: skip
     if spark:
         heads.append(_Head(spark, "history", "<"))
     widths = [max([len(h.title)] + [len(r[i]) for r in table if i < len(r)]) for i, h in
               enumerate(heads)]  # fmt: skip
-    first_metric = len(TABLE_META)
+    first_metric = len(meta)
     if any(r.error for r in rows) and columns:
         widths[first_metric] = max(widths[first_metric], 1)
     lines = [f"Base: {base_name}"] if base_name else []
     lines += _header(heads, widths, color)
     seps = _seps(heads)
     if color:
-        lines += [_line(row, cells, heads, widths, seps) for row, cells in zip(rows, table)]
+        lines += [_line(row, cells, heads, widths, seps, _row_color(colors, i))
+                  for i, (row, cells) in enumerate(zip(rows, table))]  # fmt: skip
     else:  # the same text as _line without colours, at a fraction of the cost
         specs = list(zip(seps, widths, [h.align == ">" for h in heads]))
         lines += [
@@ -275,8 +311,10 @@ def is_best(cell: str, best: Optional[float]) -> bool:
         return False
 
 
-def _cells(row: Row, columns: Sequence[Column], spark: str) -> list[str]:
-    cells = table_meta_cells(row)
+def _cells(
+    row: Row, columns: Sequence[Column], spark: str, meta: Sequence[tuple[str, str]] = TABLE_META
+) -> list[str]:
+    cells = table_meta_cells(row) if meta is TABLE_META else [_META[n](row) for n, _ in meta]
     if row.error:
         cells += [f"! {row.error}"] + [""] * (len(columns) - 1) if columns else []
     else:
@@ -319,14 +357,18 @@ def _header(heads: Sequence[_Head], widths: list[int], color: bool) -> list[str]
 
 
 def _line(
-    row: Row, cells: list[str], heads: Sequence[_Head], widths: list[int], seps: list[str]
-) -> str:
+    row: Row, cells: list[str], heads: Sequence[_Head], widths: list[int], seps: list[str],
+    base: str = "",
+) -> str:  # fmt: skip
+    """A row in colour; ``base``: the row's own colour (the Explorer's ``get_colors``), for
+    the cells that have none of their own."""
     out = []
+    first_metric = sum(1 for h in heads if h.meta is not None)
     for i, cell in enumerate(cells):
         width = widths[i] if i < len(widths) else len(cell)
         head = heads[i] if i < len(heads) else _Head("")
         text = cell.rjust(width) if head.align == ">" else cell.ljust(width)
-        style = _cell_style(row, head, cell, first=i == len(TABLE_META))
+        style = _cell_style(row, head, cell, first=i == first_metric) or base
         if style:
             text = f"\033[{style}m{text}\033[0m"
         out.append(seps[i] if i < len(seps) else "  ")

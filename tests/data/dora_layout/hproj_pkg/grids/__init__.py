@@ -1,0 +1,1 @@
+"""The project's grids (Dora's layout): ``gridman grid pkggrid``, ``gridman grid paper.table1``."""

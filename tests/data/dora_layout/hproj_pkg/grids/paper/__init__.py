@@ -1,0 +1,1 @@
+"""Grids of a paper, named ``paper.NAME``."""
