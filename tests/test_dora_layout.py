@@ -100,6 +100,11 @@ def test_package_grid_runs_for_real_and_renders_its_table(proj: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if "COMPLETED " in line]
     assert len(lines) == 2, done.stdout
+    # get_grid_meta's columns (index, name, state: no sig) head the CLI's table
+    (head,) = [
+        line for line in done.stdout.splitlines() if line.split()[:3] == ["index", "name", "state"]
+    ]
+    assert "sig" not in head.split()
     for line, depth in zip(lines, ("4", "12")):
         assert "COMPLETED" in line and " 0.510 " in line and "0.5100" not in line
         assert f" {depth}  COMPLETED:id" in line

@@ -40,13 +40,14 @@ def use_color(stream: Any = None) -> bool:
 
 
 def _table(session: GridSession, rows: list[Row], color: bool, view: View = View()) -> str:
-    from ..results.table import render, render_groups
+    from ..results.table import grid_style, render, render_groups
 
     if view.aggregate:
         agg = grid_aggregation(session, rows, view.aggregate)
         return render_groups(agg, [r.state for r in rows], color, session.base_name)
+    meta, colors = grid_style(session.grid.explorer)  # Dora's get_grid_meta / get_colors
     return render(rows, table_columns(session, rows), color=color, base_name=session.base_name,
-                  spark=view.spark or "")  # fmt: skip
+                  spark=view.spark or "", meta=meta, colors=colors)  # fmt: skip
 
 
 def _progress(rows: list[Row]) -> str:
