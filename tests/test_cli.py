@@ -195,13 +195,13 @@ def test_info_needs_an_xp(project: Path) -> None:
     assert "name an XP" in result.stderr
 
 
-def test_unknown_sig_lists_closest(project: Path) -> None:
+def test_unknown_sig_lists_recent(project: Path) -> None:
     run_ok(project, "--", "--lr", "0.5")
     for command in (["info", "--sig", "3b45fed2"], ["run", "--sig", "3b45fed2"]):
         result = run_cli(command, project)
         assert result.exit_code == 2
         assert "no XP with signature 3b45fed2" in result.stderr
-        assert f"closest known: {SIG_LR05}" in result.stderr
+        assert f"recent XPs: {SIG_LR05} (--lr 0.5)" in result.stderr
 
 
 @pytest.mark.parametrize("command", ["run", "info"])

@@ -121,7 +121,7 @@ def test_export_every_format(trained: Path) -> None:
     data = json.loads(run_cli(["export", "main", "-F", "json"], trained).stdout)
     assert data[5]["lr"] == 0.3 and data[5]["seed"] == 2 and data[5]["state"] == "COMPLETED"
     header, md_rows = parse_markdown(run_cli(["export", "main", "-F", "markdown"], trained).stdout)
-    assert header[:7] == ["sig", "name", "state", "epoch", "epochs", "lr", "seed"]
+    assert header[:7] == ["sig", "name", "state", "epoch", "lr", "epochs", "seed"]  # parser order
     assert [r[1] for r in md_rows] == [r["name"] for r in rows]
     header, tex_rows = parse_latex(run_cli(["export", "main", "-F", "latex"], trained).stdout)
     assert "train.loss" in header and len(tex_rows) == 6
@@ -159,10 +159,10 @@ def test_export_aggregated_to_a_file(trained: Path, tmp_path: Path) -> None:
     md = tmp_path / "agg.md"
     run_cli(["export", "main", "--aggregate", "seed", "-o", str(md)], trained)
     header, md_rows = parse_markdown(md.read_text())
-    assert header[:3] == ["epochs", "lr", "n"]
+    assert header[:3] == ["lr", "epochs", "n"]
     assert " ± " in md_rows[0][header.index("train.loss")]
     bad = run_cli(["export", "main", "--aggregate", "depth"], trained)
-    assert bad.exit_code == 2 and "parameters that vary: epochs, lr, seed" in bad.output
+    assert bad.exit_code == 2 and "parameters that vary: lr, epochs, seed" in bad.output
 
 
 def test_export_usage_errors(trained: Path) -> None:

@@ -287,7 +287,6 @@ def test_clear_only_the_selection(root: Path) -> None:
         (["--trim", "-1"], "--trim must be"),
         (["-l", "0", "-f", "0"], "exclusive"),
         (["--gpus", "-1"], "--gpus must be >= 0"),
-        (["--dry-run", "--clear"], "cannot be a --dry-run"),
         (["99"], "out of range"),
         (["--backend", "nope"], "unknown backend 'nope'"),
     ],

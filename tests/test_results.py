@@ -118,11 +118,11 @@ def test_records_as_python_objects(hetero: Path) -> None:
     assert rows[0]["bleu"] is None
 
 
-def test_unknown_sig_names_the_closest(hetero: Path) -> None:
+def test_unknown_sig_names_recent_xps(hetero: Path) -> None:
     with pytest.raises(UnknownXPError, match="aaaa0001"):
         load(["aaaa0009"], root=hetero)
     result = run_cli(["export", "--sig", "aaaa0009"], hetero)
-    assert result.exit_code == 2 and "closest known" in result.output
+    assert result.exit_code == 2 and "recent XPs:" in result.output
 
 
 def test_to_pandas_without_pandas(hetero: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,7 +195,7 @@ def test_load_a_grid_with_patterns(trained: Path) -> None:
     results = load("main", ["lr=0.3"], root=trained)
     assert results.grid == "main" and results.base_name == "epochs=3"
     assert [r.name for r in results] == ["lr=0.3 seed=0", "lr=0.3 seed=1"]
-    assert results.param_keys == ("epochs", "lr", "seed")  # the deltas' order
+    assert results.param_keys == ("lr", "epochs", "seed")  # the parser's order (case 15)
     record = results[0]
     assert record.state == "COMPLETED" and record.epoch == 3
     assert record.params == {"lr": 0.3, "seed": 0, "epochs": 3}

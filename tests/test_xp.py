@@ -137,15 +137,16 @@ def test_xp_folder_rejects_non_signatures(tmp_path: Path, bad: str) -> None:
         check_sig(bad)
 
 
-def test_require_xp_folder_suggests_close_sigs(tmp_path: Path) -> None:
+def test_require_xp_folder_suggests_recent_xps(tmp_path: Path) -> None:
+    # Issue 14 case 8: a hash "close" to another says nothing; the recent XPs, with their argv, do.
     for delta in ([("lr", 0.5)], [("lr", 0.7)], [("seed", 1)]):
         init_xp(make_xp(tmp_path, delta))
     assert require_xp_folder(tmp_path, "3b45fed1") == tmp_path / "xps" / "3b45fed1"
     with pytest.raises(UnknownXPError) as info:
         require_xp_folder(tmp_path, "3b45fed2")
     assert "no XP with signature 3b45fed2" in info.value.message
-    assert info.value.hint is not None and "3b45fed1" in info.value.hint
-    assert "6c3a68e5" not in info.value.hint  # only the close ones
+    assert info.value.hint is not None and info.value.hint.startswith("recent XPs:")
+    assert "3b45fed1 (" in info.value.hint and "6c3a68e5 (" in info.value.hint
 
 
 def test_require_xp_folder_without_xps(tmp_path: Path) -> None:

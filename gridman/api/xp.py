@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
@@ -26,9 +26,11 @@ from ..core.signature import delta_from_json
 from ..core.xp import (
     ARGV_FILE,
     XP,
+    check_owner,
     check_sig,
     clear_xp_folder,
     clearable_target,
+    find_xp_folder,
     init_xp,
     read_argv_file,
     require_xp_folder,
@@ -73,7 +75,7 @@ class Prepared:
 
 
 def stored_argv(dir: Path, sig: str) -> list[str]:
-    """The argv recorded in ``argv.json`` of XP ``sig`` (unknown sig: closest known ones)."""
+    """The argv recorded in ``argv.json`` of XP ``sig`` (unknown sig: the recent XPs)."""
     folder = require_xp_folder(dir, sig)
     try:
         return [str(a) for a in read_argv_file(folder)["argv"]]
@@ -220,15 +222,19 @@ class XPInfo:
     log: Optional[str]
     #: damaged metrics journals, set aside or still in place (see core/link.py)
     history_warnings: list[str] = field(default_factory=list)
+    #: the main that defines the XP, as argv.json records it (None: recorded before mains were)
+    main: Optional[str] = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def xp_root(project: Project, main_override: Optional[str]) -> Path:
-    """The XP root, without importing the main when gridman.yaml or GRIDMAN_DIR name it."""
+    """The XP root of the main in use, without importing it when gridman.yaml or GRIDMAN_DIR
+    name the root and that main is the project's (another main has a root of its own)."""
     known = project.dir
-    if known is not None:
+    spec = main_override or os.environ.get("GRIDMAN_MAIN")
+    if known is not None and (spec is None or spec == project.main_spec or not project.main_spec):
         return known
     return load_main(project, main_spec(project, main_override)).dir
 
@@ -239,34 +245,39 @@ def info(
     sig: Optional[str] = None,
     argv: Optional[Sequence[str]] = None,
 ) -> XPInfo:
-    """Inspect one XP, by signature or by ARGV."""
+    """Inspect one XP, by signature (or a unique prefix of one) or by ARGV."""
     if sig is not None and not argv:
-        check_sig(sig)
-        folder = require_xp_folder(xp_root(project, main_override), sig)
-        xp_argv, delta = _stored_xp(folder)
+        folder = find_xp_folder(xp_root(project, main_override), sig)
+        sig = folder.name
+        xp_argv, delta, owner = _stored_xp(folder)
     else:
         prepared = prepare(project, main_override, sig, argv or [])
+        check_owner(prepared.xp)  # another main's XP of the same signature: refused
         folder = prepared.xp.folder
         sig = prepared.xp.sig
         xp_argv, delta = prepared.xp.argv, [[k, v] for k, v in prepared.xp.delta]
-    return _describe(sig, folder, xp_argv, delta, project)
+        owner = prepared.xp.main
+    found = _describe(sig, folder, xp_argv, delta, project)
+    return replace(found, main=owner)
 
 
-def _stored_xp(folder: Path) -> tuple[list[str], list[list[Any]]]:
-    """The argv and delta in the XP's argv.json (none without the file); a damaged file is
-    reported with its path and what to do (exit 2), like a damaged history."""
+def _stored_xp(folder: Path) -> tuple[list[str], list[list[Any]], Optional[str]]:
+    """The argv, delta and main in the XP's argv.json (none without the file); a damaged file
+    is reported with its path and what to do (exit 2), like a damaged history."""
     try:
         stored = read_argv_file(folder)
         delta = delta_from_json(stored.get("delta") or [])
     except FileNotFoundError:
-        return [], []
+        return [], [], None
     except (OSError, ValueError) as exc:
         raise UsageError(
             f"XP {folder.name}: {folder / ARGV_FILE} is damaged ({exc})",
             "re-create it with `gridman grid NAME --init` (a grid that holds this XP), or "
             "name the XP by its arguments: gridman info -- ARGV",
         ) from None
-    return [str(a) for a in stored["argv"]], [[k, v] for k, v in delta]
+    main = stored.get("main")
+    owner = main if isinstance(main, str) else None
+    return [str(a) for a in stored["argv"]], [[k, v] for k, v in delta], owner
 
 
 def refreshed_record(project: Project, folder: Path) -> Optional[JobRecord]:

@@ -7,6 +7,7 @@ or bad input, 3 an internal error (a bug: rerun with --verbose and report it).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -43,6 +44,10 @@ class _Group(TyperGroup):
         if command is not None:
             clifast.install(command.get_params(ctx))
             readable_metavars(command.get_params(ctx))  # `--sig SIG`, not `--sig <str>`
+            if "_GRIDMAN_COMPLETE" in os.environ:  # a shell asks: grid names, patterns, sigs
+                from .complete import attach
+
+                attach(command.get_params(ctx))
         return command
 
     def invoke(self, ctx: Any) -> Any:
@@ -94,7 +99,7 @@ app = typer.Typer(
     cls=_Group,
     name="gridman",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion/--show-completion; values: cli/complete.py
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -259,13 +264,28 @@ def _flat_text(entry: Any) -> str:
 
     if not isinstance(entry, dict):
         return json.dumps(entry)
-    return "  ".join(f"{k}={_fmt(v)}" for k, v in flatten(entry).items())
+    return "  ".join(f"{k}={_fmt(v, k)}" for k, v in flatten(entry).items())
 
 
-def _fmt(value: Any) -> str:
+#: Metric names whose values are Unix times (shown as local ISO times, not 1.79646e+09).
+_TIME_NAMES = ("time", "timestamp", "ts", "date", "started", "ended", "start", "end")
+
+
+def _fmt(value: Any, key: str = "") -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and _is_time(key, value):
+        import datetime
+
+        return datetime.datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
     if isinstance(value, float):
         return f"{value:.6g}"
     return json.dumps(value) if not isinstance(value, str) else value
+
+
+def _is_time(key: str, value: float) -> bool:
+    # A time-like name (time, wall_time, started_at...) and a value in 2001-2286.
+    name = key.rsplit(".", 1)[-1].lower()
+    timely = name in _TIME_NAMES or name.endswith(("_time", "_at", "_ts", "time"))
+    return timely and 1e9 <= value < 1e10
 
 
 def _attempt_text(attempt: dict[str, Any]) -> str:
@@ -320,10 +340,11 @@ def _render_info(found: Any) -> str:
     rows = [
         ("sig", found.sig),
         ("folder", found.folder),
+        *([("main", found.main)] if getattr(found, "main", None) else []),
         ("argv", " ".join(found.argv) or "(none)"),
         ("delta", delta),
         ("state", state),
-        ("history", f"{found.history_len} entries"),
+        ("history", _history_text(found)),
     ]
     rows += _job_rows(found.job or {})
     if found.history_error:
@@ -334,6 +355,14 @@ def _render_info(found: Any) -> str:
     if found.log:
         rows.append(("log", found.log))
     return "\n".join(f"{k:<9}{v}" for k, v in rows)
+
+
+def _history_text(found: Any) -> str:
+    """``N entries``, marked when the history is damaged (N then counts what could be read)."""
+    text = f"{found.history_len} entries"
+    if found.history_error or found.history_warnings:
+        text += " (DAMAGED: only what could be read; see history! below)"
+    return text
 
 
 def _show_log(found: Any, follow: bool) -> None:

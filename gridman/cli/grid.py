@@ -44,12 +44,20 @@ def grid(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; schedule nothing."),
     init: bool = typer.Option(False, "--init", help="Create XP folders (so --sig works)."),
     cancel: bool = typer.Option(False, "--cancel", "-C", help="Cancel pending/running XPs."),
-    clear: bool = typer.Option(False, "--clear", help="Cancel, delete XP folders, start over."),
+    clear: bool = typer.Option(
+        False,
+        "--clear",
+        help="Cancel, delete XP folders, start over (with --dry-run: list them).",
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --clear."),
     retry: bool = typer.Option(False, "--retry", "-r", help="Resubmit failed/cancelled XPs."),
     replace: bool = typer.Option(False, "--replace", "-R", help="Resubmit running XPs."),
     replace_done: bool = typer.Option(
-        False, "--replace-done", "-D", help="Resubmit completed XPs."
+        False,
+        "--replace-done",
+        "-D",
+        help="Resubmit completed XPs. Their history is kept: a script that resumes "
+        "from it ends at once; add --clear to start them over.",
     ),
     monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="Refresh until done."),
     interval: float = typer.Option(
@@ -203,6 +211,8 @@ def grid(
         request = StageRequest(stage, template, stage_force)
         raise typer.Exit(run_stage_command(session, request, dry_run, cancel, monitor, interval,
                                            as_json, view))  # fmt: skip
+    if clear and dry_run:
+        raise typer.Exit(_print_clear_plan(session))
     if clear and not dry_run:
         from .common import confirm_deletion
 
@@ -323,6 +333,21 @@ def _progress_printer(period: float = 1.0) -> Any:
     return report
 
 
+def _print_clear_plan(session: Any) -> int:
+    """``--clear --dry-run``: the XP folders --clear would delete (and the live XPs it would
+    cancel first); nothing is cancelled or deleted. Returns the exit status (0)."""
+    session.refresh()  # the states as they are now, as any table shows them
+    chosen = session.chosen()
+    existing = [s for s in chosen if s.xp.folder.exists()]
+    typer.echo(f"gridman: --clear would delete {len(existing)} of {len(chosen)} XP folders "
+               "(dry run: nothing deleted)")  # fmt: skip
+    for sheep in existing:
+        state = sheep.state or "never run"
+        live = " (cancelled first)" if state in ("PENDING", "RUNNING") else ""
+        typer.echo(f"  {sheep.xp.folder}  {state}{live}")
+    return 0
+
+
 def _check_flags(
     interval: float, trim: Optional[int], dry_run: bool, clear: bool, shown: tuple[Any, ...]
 ) -> None:
@@ -330,8 +355,6 @@ def _check_flags(
         raise UsageError(f"--interval must be > 0 seconds, got {interval}")
     if trim is not None and trim < 0:
         raise UsageError(f"--trim must be an XP index >= 0, got {trim}")
-    if dry_run and clear:
-        raise UsageError("--clear deletes XP folders; it cannot be a --dry-run")
     for index in shown:
         if index is not None and index < 0:
             raise UsageError(f"XP index must be >= 0, got {index}")

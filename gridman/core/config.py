@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -130,7 +131,9 @@ def parse_value(text: str) -> Any:
 
 def iter_overrides(argv: Sequence[str]) -> Iterator[tuple[str, str, bool]]:
     """Split ``key=value`` / ``+key=value`` tokens into (key, raw value, adds_new_key)."""
-    for token in argv:
+    for index, token in enumerate(argv):
+        if token.startswith("-"):
+            _refuse_flag(token, argv[index + 1] if index + 1 < len(argv) else None)
         if "=" not in token or token.startswith("="):
             raise UsageError(
                 f"bad override {token!r}: expected key=value (e.g. lr=0.01 model.depth=4)",
@@ -144,10 +147,23 @@ def iter_overrides(argv: Sequence[str]) -> Iterator[tuple[str, str, bool]]:
         yield key, raw, add
 
 
+def _refuse_flag(token: str, following: str | None) -> None:
+    """``--lr 0.5`` (or ``--lr=0.5``) given to a YAML main: say the override it meant."""
+    key, eq, value = token.lstrip("-").partition("=")
+    if not eq:
+        value = following if following is not None and not following.startswith("-") else "..."
+    raise UsageError(
+        f"bad override {token!r}: a YAML main takes key=value overrides, not --flags",
+        f"write {key.replace('-', '_') if key else 'key'}={value}",
+    )
+
+
 def apply_overrides(base: Mapping[str, Any], argv: Sequence[str], source: str) -> dict[str, Any]:
     """Return a deep copy of ``base`` with the dotted ``key=value`` overrides applied.
 
-    A key absent from ``base`` is an error (with a close match) unless written ``+key=value``.
+    A key absent from ``base`` is an error (with a close match) unless written ``+key=value``;
+    a value that does not fit the config's (a word for a number, a scalar for a section) is an
+    error saying what was expected.
     """
     cfg = _unwrap(copy.deepcopy(dict(base)))
     for key, raw, add in iter_overrides(argv):
@@ -162,8 +178,60 @@ def apply_overrides(base: Mapping[str, Any], argv: Sequence[str], source: str) -
             node = child
         if parts[-1] not in node and not add:
             _unknown_key(key, node, source, parts[:-1])
-        node[parts[-1]] = parse_value(raw)
+        value = parse_value(raw)
+        if parts[-1] in node:
+            check_type(key, raw, value, node[parts[-1]], source)
+        node[parts[-1]] = value
     return cfg
+
+
+def _kind(value: Any) -> str | None:
+    """What an override of a config value must be (None: anything goes)."""
+    if isinstance(value, bool):
+        return "a boolean (true or false)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, Mapping) and value:
+        return "a section"
+    if isinstance(value, list):
+        return "a list"
+    return None  # strings, null and empty sections take anything
+
+
+def _fits(value: Any, old: Any) -> bool:
+    if isinstance(old, bool):
+        return isinstance(value, bool)
+    if isinstance(old, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(old, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(old, Mapping) and old:
+        return isinstance(value, Mapping)
+    if isinstance(old, list):
+        return isinstance(value, list)
+    return True
+
+
+def check_type(key: str, raw: str, value: Any, old: Any, source: str) -> None:
+    """Raise a UsageError when ``key=raw`` does not fit the config's value ``old``
+    (``null`` always fits: it unsets a value)."""
+    if value is None or _fits(value, old):
+        return
+    expected = _kind(old)
+    if isinstance(old, Mapping):
+        keys = ", ".join(f"{key}.{k}" for k in list(old)[:5])
+        raise UsageError(
+            f"bad override {key}={raw}: {key} is a section of {source}, not a value",
+            f"set its keys instead: {keys}",
+        )
+    raise UsageError(
+        f"bad override {key}={raw}: expected {expected}, as {key}: {json.dumps(old)} in "
+        f"{source}; got {type(value).__name__} {json.dumps(value)}",
+        f"give {expected}, e.g. {key}={json.dumps(old, separators=(',', ':'))} (the config's "
+        "value); +key=value adds new keys only",
+    )
 
 
 def _unknown_key(key: str, node: Mapping[str, Any], source: str, parents: list[str]) -> None:

@@ -4,12 +4,19 @@
 ``@gridman.yaml_main(config=..., dir=...)`` wrap the training function. A main turns an argv into
 an XP (parsing it, computing the delta against the defaults, hashing it into a signature) and,
 when called, runs the function inside that XP.
+
+A project may hold several mains. The signature hashes the delta only (byte-identical to Dora's),
+so two mains can give one signature to two different XPs: each XP records its main
+(:attr:`DecoratedMain.main_id`, e.g. ``train.py:main``) and the project's main (``main:`` in
+gridman.yaml; any main when none is declared) keeps ``<dir>/xps/<sig>``, while every other main
+gets an XP root of its own, ``<dir>/mains/<NAME>/xps/<sig>`` (:data:`MAINS`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import inspect
 import io
 import json
@@ -26,6 +33,9 @@ from .signature import canonical_of_delta, compute_delta, sig_of_canonical
 from .xp import XP, init_xp
 
 Func = Callable[[], Any]
+#: Under the project's XP root, the folder holding the XP roots of the mains other than the
+#: project's own.
+MAINS = "mains"
 
 
 class DecoratedMain:
@@ -34,7 +44,8 @@ class DecoratedMain:
     def __init__(self, func: Func, dir: str | os.PathLike[str], exclude: Sequence[str]) -> None:
         self.func = func
         self._dir = Path(dir)
-        self._dir_cache: Optional[tuple[tuple[Optional[str], str], Path]] = None
+        self._dir_cache: Optional[tuple[Any, Path]] = None
+        self._main_id: Optional[str] = None
         self.exclude = list(exclude)
         self.source = Path(inspect.getfile(func)).absolute()
         self.__doc__ = func.__doc__
@@ -52,18 +63,79 @@ class DecoratedMain:
     # -- shared behaviour ---------------------------------------------------------------
     @property
     def dir(self) -> Path:
-        """Where XP folders go: GRIDMAN_DIR, else gridman.yaml's ``dir``, else the decorator's.
+        """Where XP folders go: GRIDMAN_DIR, else gridman.yaml's ``dir``, else the decorator's;
+        for a main other than the project's, ``<that>/mains/<NAME>`` (see :attr:`main_id`).
 
-        Resolved once per process and per GRIDMAN_DIR value (it is read for every XP).
+        Inside an attempt (the runner sets GRIDMAN_XP_SIG), GRIDMAN_DIR is the XP root the
+        parent resolved for this very main, used as is. Resolved once per process and per
+        GRIDMAN_DIR value (it is read for every XP).
         """
-        key = (os.environ.get("GRIDMAN_DIR"), os.getcwd())
-        if self._dir_cache is None or self._dir_cache[0] != key:
+        env_dir, in_attempt = os.environ.get("GRIDMAN_DIR"), "GRIDMAN_XP_SIG" in os.environ
+        key = (env_dir, in_attempt, os.getcwd())
+        cache = getattr(self, "_dir_cache", None)
+        if cache is None or cache[0] != key:
             from .project import load_project
 
             project = load_project(_project_start(self.source))
-            resolved = project.dir or project.resolve(self._dir)
+            self._main_id, name = self._identity(project)
+            if in_attempt and env_dir:
+                resolved = Path(env_dir).absolute()
+            else:
+                resolved = project.dir or project.resolve(self._dir)
+                if not self.is_project_main(project):
+                    resolved = resolved / MAINS / name
             self._dir_cache = (key, resolved)
-        return self._dir_cache[1]
+            cache = self._dir_cache
+        return cache[1]
+
+    @property
+    def main_id(self) -> str:
+        """The main as recorded in argv.json: its file relative to the project root and its
+        name in that file (``examples/train_yaml.py:main``)."""
+        if getattr(self, "_main_id", None) is None:
+            from .project import load_project
+
+            self._main_id = self._identity(load_project(_project_start(self.source)))[0]
+        return str(self._main_id)
+
+    def _attr_name(self) -> str:
+        """The name this main has in its module (``main`` preferred), else the function's."""
+        module = sys.modules.get(getattr(self.func, "__module__", ""), None)
+        names = [n for n, v in vars(module).items() if v is self] if module else []
+        return "main" if "main" in names else (names[0] if names else self.__name__)
+
+    def _identity(self, project: Any) -> tuple[str, str]:
+        """(main_id, folder name under ``mains/``) of this main in ``project``."""
+        try:
+            rel = self.source.relative_to(project.root).as_posix()
+        except ValueError:
+            rel = self.source.as_posix()
+        attr = self._attr_name()
+        stem = rel[:-3] if rel.endswith(".py") else rel
+        name = stem.strip("/").replace("/", ".") + ("" if attr == "main" else f".{attr}")
+        return f"{rel}:{attr}", name
+
+    def is_project_main(self, project: Any) -> bool:
+        """True for the project's main: the one gridman.yaml's ``main:`` names (as the loader
+        picks it: ``:NAME``, else ``main``, else the file's only main); without a declared
+        main, every main is (they share ``<dir>/xps``, where argv.json refuses a merge)."""
+        spec = project.main_spec
+        if not spec:
+            return True
+        target, _, attr = spec.partition(":")
+        file = _spec_file(project, target)
+        if file is None or not _same_file(file, self.source):
+            return False
+        if attr:
+            return attr == self._attr_name()
+        module = sys.modules.get(getattr(self.func, "__module__", ""), None)
+        found = (
+            [v for n, v in vars(module).items() if isinstance(v, DecoratedMain)] if module else []
+        )
+        named = vars(module).get("main") if module else None
+        if isinstance(named, DecoratedMain):
+            return named is self
+        return len(found) <= 1
 
     def get_xp(self, argv: Sequence[str], dir: Optional[Path] = None) -> XP:
         """Parse ``argv`` into an XP (nothing is written)."""
@@ -72,8 +144,9 @@ class DecoratedMain:
         delta = compute_delta(values, defaults, self.exclude)
         text = canonical_of_delta(delta)
         sig = sig_of_canonical(text)
-        return XP(cfg=cfg, argv=argv, delta=delta, sig=sig, dir=dir or self.dir, params=values,
-                  _canonical=text)  # fmt: skip
+        root = self.dir  # also resolves main_id
+        return XP(cfg=cfg, argv=argv, delta=delta, sig=sig, dir=dir or root, params=values,
+                  _canonical=text, main=self.main_id)  # fmt: skip
 
     def run_argv(self, argv: Sequence[str]) -> Any:
         """Build the XP for ``argv``, create its folder and run the function inside it."""
@@ -103,6 +176,31 @@ def _project_start(source: Path) -> Path:
 
     cwd = Path.cwd()
     return cwd if find_root(cwd) is not None else source.parent
+
+
+def _spec_file(project: Any, target: str) -> Optional[Path]:
+    """The file a main spec's module part names, found without importing it."""
+    if target.endswith(".py") or os.sep in target:
+        return Path(project.resolve(target))
+    rel = Path(*target.split("."))
+    for candidate in (project.root / f"{rel}.py", project.root / rel / "__init__.py"):
+        if candidate.is_file():
+            return Path(candidate)
+    file = getattr(sys.modules.get(target), "__file__", None)
+    if file:
+        return Path(str(file))
+    try:
+        found = importlib.util.find_spec(target)
+    except (ImportError, ValueError):
+        return None
+    return Path(found.origin) if found is not None and found.origin else None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.absolute() == b.absolute()
 
 
 class ArgparseMain(DecoratedMain):

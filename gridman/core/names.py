@@ -52,15 +52,32 @@ def grid_items(
 
     A key set by any XP of the grid is given for every XP, with its value (default included,
     so the XP at the default learning rate still reads ``lr=0.1``) when ``params`` are known.
+    Keys come in the parser's (or config's) order, whichever XP leaves them at their default:
+    the order of a name never depends on which values are defaults.
     """
     with paused_gc():  # two containers per XP, none in cycles
         if params and len(params) == len(deltas):
-            keys = list(dict.fromkeys(k for d in deltas for k, _ in d))
+            keys = _param_order({k for d in deltas for k, _ in d}, params)
             return [
                 [(k, p[k]) for k in keys if k in p] if p else list(d)
                 for p, d in zip(params, deltas)
             ]
         return [list(d) for d in deltas]
+
+
+def _param_order(varied: set[str], params: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ``varied`` keys in the order the parameters come in (the first XPs usually hold
+    them all: the loop ends as soon as every key is placed)."""
+    order: list[str] = []
+    missing = set(varied)
+    for values in params:
+        if not missing:
+            break
+        for key in values or ():
+            if key in missing:
+                order.append(key)
+                missing.discard(key)
+    return order + sorted(missing)
 
 
 def grid_names(items: Sequence[Sequence[tuple[str, Any]]]) -> tuple[str, list[str]]:

@@ -1,8 +1,12 @@
 """XP: one experiment (cfg, argv, delta, sig, folder, link) and its folder on disk.
 
-Layout of ``<dir>/xps/<sig>/``: ``argv.json`` (argv, delta, gridman version), ``history.json`` (+
-its journal, see link.py), ``job.json`` (see jobs.py) and ``log/``. ``get_xp()`` returns the XP
-whose code is running.
+Layout of ``<dir>/xps/<sig>/``: ``argv.json`` (argv, delta, the main that defines the XP,
+gridman version), ``history.json`` (+ its journal, see link.py), ``job.json`` (see jobs.py) and
+``log/``. ``get_xp()`` returns the XP whose code is running.
+
+The signature hashes the delta only (as Dora's does), so two mains of one project can give the
+same signature to different XPs: ``argv.json`` records the main, and a folder that another main
+wrote is refused (:class:`MainMismatchError`), never shared.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -45,6 +50,9 @@ class XP:
 
     _folder: Optional[Path] = field(default=None, repr=False, compare=False)
     _canonical: Optional[str] = field(default=None, repr=False, compare=False)
+    #: the main that defines the XP (``train.py:main``, see DecoratedMain.main_id); None for
+    #: XPs made without a main (the Evaluator's), which then record none
+    main: Optional[str] = field(default=None, compare=False)
 
     @property
     def folder(self) -> Path:
@@ -103,6 +111,10 @@ def is_xp() -> bool:
     return bool(_stack)
 
 
+class MainMismatchError(SignatureCollisionError):
+    """An XP folder that another main of the project wrote (same signature, other main)."""
+
+
 def check_sig(text: str) -> str:
     """Return ``text`` if it is a signature; anything else (``../..`` included) is rejected."""
     if not isinstance(text, str) or not is_valid_sig(text):
@@ -158,6 +170,7 @@ def _needs_write(xp: XP) -> bool:
         return True
     if raw == _argv_bytes(xp):
         return False  # written by this very gridman for this very XP: nothing to parse
+    _refuse_other_main(xp, _stored_main(raw))
     old = _stored_canonical(raw)
     if old == xp.canonical:
         return False
@@ -176,7 +189,8 @@ def _argv_bytes(xp: XP) -> bytes:
     signature is a validated hex string). Built by hand: it is compared for every XP of
     every ``--init``."""
     argv = json.dumps(list(xp.argv))
-    return (f'{{"version": {FORMAT_VERSION}, "sig": "{xp.sig}", "argv": {argv}, '
+    main = "" if xp.main is None else f'"main": {json.dumps(xp.main)}, '
+    return (f'{{"version": {FORMAT_VERSION}, "sig": "{xp.sig}", {main}"argv": {argv}, '
             f'"delta": {xp.canonical}, "gridman": {_VERSION_JSON}}}\n').encode()  # fmt: skip
 
 
@@ -203,6 +217,37 @@ def _write_argv(xp: XP) -> bool:
         # os.write names no file: a full disk is then reported with the path it hit
         raise OSError(exc.errno, exc.strerror, path) from exc
     return created
+
+
+def _stored_main(raw: bytes) -> Optional[str]:
+    """The main recorded in a stored argv.json (None: unreadable, or written before mains
+    were recorded)."""
+    try:
+        main = json.loads(raw).get("main")
+    except (ValueError, AttributeError):
+        return None
+    return main if isinstance(main, str) else None
+
+
+def _refuse_other_main(xp: XP, stored: Optional[str]) -> None:
+    if xp.main is None or stored is None or stored == xp.main:
+        return
+    raise MainMismatchError(
+        f"XP folder {xp.folder} belongs to the main {stored}, not to {xp.main} (the same "
+        f"signature {xp.sig}: a signature hashes the parameters, not the main)",
+        "declare the project's main in gridman.yaml (`main: ...`): every other main then gets "
+        "an XP root of its own (<dir>/mains/NAME), or give this main another dir (its "
+        "decorator's dir=, or GRIDMAN_DIR)",
+    )
+
+
+def check_owner(xp: XP) -> None:
+    """Raise MainMismatchError when the XP's folder exists and another main wrote it."""
+    try:
+        raw = read_bytes(os.path.join(os.fspath(xp.folder), ARGV_FILE))
+    except OSError:
+        return
+    _refuse_other_main(xp, _stored_main(raw))
 
 
 def record_code(folder: Path, code: dict[str, Any]) -> None:
@@ -236,24 +281,67 @@ def known_sigs(dir: Path) -> list[str]:
 
 
 def require_xp_folder(dir: Path, sig: str) -> Path:
-    """The folder of ``sig``; an unknown sig raises with the closest known ones."""
+    """The folder of ``sig``; an unknown sig raises, naming the XPs most recently used."""
     folder = xp_folder(dir, sig)
     if folder.is_dir():
         return folder
-    sigs = known_sigs(dir)
-    close = [s for s in sigs if s.startswith(sig[:3])] or _closest(sig, sigs)
-    hint = (
-        f"closest known: {', '.join(close[:5])}"
-        if close
-        else "no XP has that signature yet; `gridman grid NAME --init` creates a grid's XPs"
+    raise UnknownXPError(f"no XP with signature {sig} under {Path(dir) / XPS}", _recent_hint(dir))
+
+
+_PREFIX = re.compile(r"[0-9a-f]{1,7}")
+
+
+def find_xp_folder(dir: Path, text: str) -> Path:
+    """The folder of the XP that ``text`` names: a signature or a unique prefix of one (as
+    grid patterns take). An ambiguous prefix raises with its candidates."""
+    if is_valid_sig(text):
+        return require_xp_folder(dir, text)
+    if not _PREFIX.fullmatch(text):
+        raise UsageError(
+            f"{text!r} is not a signature",
+            "a signature is 8 hex characters (e.g. 3f9a2c1b), or a unique prefix of one",
+        )
+    matches = [s for s in known_sigs(dir) if s.startswith(text)]
+    if len(matches) == 1:
+        return xp_folder(dir, matches[0])
+    if not matches:
+        raise UnknownXPError(
+            f"no XP signature starts with {text} under {Path(dir) / XPS}", _recent_hint(dir)
+        )
+    shown = "; ".join(_describe_sig(dir, s) for s in matches[:10])
+    more = f" (and {len(matches) - 10} more)" if len(matches) > 10 else ""
+    raise UsageError(
+        f"signature prefix {text} is ambiguous: {len(matches)} XPs match",
+        f"give more characters: {shown}{more}",
     )
-    raise UnknownXPError(f"no XP with signature {sig} under {Path(dir) / XPS}", hint)
 
 
-def _closest(sig: str, sigs: list[str]) -> list[str]:
-    import difflib
+def recent_sigs(dir: Path, count: int = 5) -> list[str]:
+    """The signatures of the ``count`` XP folders changed last (newest first)."""
+    xps = _xps_of(Path(dir))
+    dated = []
+    for sig in known_sigs(dir):
+        with contextlib.suppress(OSError):
+            dated.append((os.stat(xps / sig).st_mtime, sig))
+    return [sig for _, sig in sorted(dated, reverse=True)[:count]]
 
-    return difflib.get_close_matches(sig, sigs, n=5, cutoff=0.3)
+
+def _describe_sig(dir: Path, sig: str) -> str:
+    """``3f9a2c1b (--lr 0.1)``: a signature with its stored argv, for hints."""
+    try:
+        argv = " ".join(str(a) for a in read_argv_file(xp_folder(dir, sig))["argv"])
+    except (OSError, ValueError):
+        return sig
+    return f"{sig} ({argv or 'defaults'})"
+
+
+def _recent_hint(dir: Path) -> str:
+    recent = recent_sigs(dir)
+    if not recent:
+        return "no XP has that signature yet; `gridman grid NAME --init` creates a grid's XPs"
+    listed = "; ".join(_describe_sig(dir, s) for s in recent)
+    return (f"recent XPs: {listed}. `gridman grid NAME` lists a grid's XPs with their "
+            "signatures")  # fmt: skip
 
 
 def clearable_target(folder: Path, dir: Path) -> Path:
