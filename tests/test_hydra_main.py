@@ -292,7 +292,10 @@ def test_gridman_run_runs_the_xp_in_its_folder(proj: Path) -> None:
 def test_gridman_run_version_base_none_keeps_cwd(proj: Path) -> None:
     done = gridman(["run", "--main", "hproj.train13", "seed=7"], proj)
     assert done.returncode == 0, done.stderr
-    (folder,) = (proj / "outputs" / "xps").iterdir()
+    # not the project's main (gridman.yaml says hproj.train): an XP root of its own
+    assert not (proj / "outputs" / "xps").exists()
+    (folder,) = (proj / "outputs" / "mains" / "hproj.train13" / "xps").iterdir()
+    assert json.loads((folder / "argv.json").read_text())["main"] == "hproj/train13.py:main"
     ran = json.loads((folder / "ran.json").read_text())
     assert ran["cwd"] == str(proj.resolve())
     assert ran["sig"] == folder.name

@@ -44,7 +44,7 @@ from typing import Any, Optional, cast
 
 from ..errors import ArgvError, ConfigError, HelpRequested, UsageError
 from .config import flatten
-from .main import DecoratedMain
+from .main import MAINS, DecoratedMain
 from .project import find_root, load_project
 from .resources import FIELD_NAMES
 from .signature import Delta, canonical_of_delta, is_excluded, jsonable, sig_of_canonical
@@ -173,13 +173,23 @@ class HydraMain(DecoratedMain):
 
     @property
     def dir(self) -> Path:
-        """Where XP folders go: GRIDMAN_DIR, else gridman.yaml's ``dir``, else ``dora.dir``."""
-        key = (os.environ.get("GRIDMAN_DIR"), os.getcwd())
-        if self._dir_cache is None or self._dir_cache[0] != key:
+        """Where XP folders go: GRIDMAN_DIR, else gridman.yaml's ``dir``, else ``dora.dir``;
+        for a main other than the project's, ``<that>/mains/<NAME>`` (as for every main)."""
+        env_dir, in_attempt = os.environ.get("GRIDMAN_DIR"), "GRIDMAN_XP_SIG" in os.environ
+        key = (env_dir, in_attempt, os.getcwd())
+        cache = self._dir_cache
+        if cache is None or cache[0] != key:
             cwd = Path.cwd()
             project = load_project(cwd if find_root(cwd) is not None else self.source.parent)
-            self._dir_cache = (key, project.dir or self.dora.dir)
-        return self._dir_cache[1]
+            self._main_id, name = self._identity(project)
+            if in_attempt and env_dir:
+                resolved = Path(env_dir).absolute()  # the root the parent chose for this main
+            else:
+                resolved = project.dir or self.dora.dir
+                if not self.is_project_main(project):
+                    resolved = resolved / MAINS / name
+            self._dir_cache = cache = (key, resolved)
+        return cache[1]
 
     def config_groups(self) -> frozenset[str]:
         """Every config group Hydra knows here, nested ones as ``model/scale`` (and Hydra's own)."""
@@ -208,8 +218,9 @@ class HydraMain(DecoratedMain):
         text = canonical_of_delta(delta)
         own = {k: v for k, v in choices.items() if k != "hydra" and not k.startswith("hydra/")}
         params = {**own, **flatten(plain)}
+        root = dir or self.dir  # also resolves main_id
         return XP(cfg=cfg, argv=argv, delta=delta, sig=sig_of_canonical(text),
-                  dir=dir or self.dir, params=params, _canonical=text)  # fmt: skip
+                  dir=root, params=params, _canonical=text, main=self.main_id)  # fmt: skip
 
     def parse(self, argv: Sequence[str]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """(composed config, its flattened values, the flattened defaults). The delta of a
