@@ -85,3 +85,18 @@ def test_unknown_sig_names_recent_xps(project: Path) -> None:
 def test_a_prefix_is_hex(project: Path, bad: str) -> None:
     result = run_cli(["info", "--sig", bad], project)
     assert result.exit_code == 2 and "is not a signature" in result.stderr
+
+
+def test_run_takes_a_unique_prefix_too(tmp_path: Path) -> None:
+    """``gridman run --sig PREFIX`` reruns the XP a unique prefix names, as ``info`` finds it."""
+    from gridman.testing import make_project, run_cli, xps_dir
+
+    project = make_project(tmp_path / "proj")
+    first = run_cli(["run", "--", "--lr", "0.3"], project)
+    assert first.exit_code == 0, first.output
+    (folder,) = xps_dir(project).iterdir()
+    again = run_cli(["run", "--sig", folder.name[:5]], project)
+    assert again.exit_code == 0, again.output
+    assert [p.name for p in xps_dir(project).iterdir()] == [folder.name]  # the same XP
+    bad = run_cli(["run", "--sig", "../etc"], project)
+    assert bad.exit_code == 2 and "not a signature" in bad.output

@@ -27,13 +27,12 @@ from ..core.xp import (
     ARGV_FILE,
     XP,
     check_owner,
-    check_sig,
+    check_sig_or_prefix,
     clear_xp_folder,
     clearable_target,
     find_xp_folder,
     init_xp,
     read_argv_file,
-    require_xp_folder,
 )
 from ..errors import UsageError, XPBusyError
 
@@ -75,8 +74,10 @@ class Prepared:
 
 
 def stored_argv(dir: Path, sig: str) -> list[str]:
-    """The argv recorded in ``argv.json`` of XP ``sig`` (unknown sig: the recent XPs)."""
-    folder = require_xp_folder(dir, sig)
+    """The argv recorded in ``argv.json`` of XP ``sig``, a signature or a unique prefix of one
+    (unknown: the recent XPs; ambiguous: the candidates)."""
+    folder = find_xp_folder(dir, sig)
+    sig = folder.name
     try:
         return [str(a) for a in read_argv_file(folder)["argv"]]
     except (OSError, ValueError) as exc:
@@ -94,7 +95,7 @@ def prepare(
     With ``sig``, the stored argv comes first and ARGV overrides it (the later value wins).
     """
     if sig is not None:
-        check_sig(sig)
+        check_sig_or_prefix(sig)  # before the main is imported or any path is built
     spec = main_spec(project, main_override)
     main = load_main(project, spec)
     full = list(argv)

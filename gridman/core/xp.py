@@ -291,16 +291,22 @@ def require_xp_folder(dir: Path, sig: str) -> Path:
 _PREFIX = re.compile(r"[0-9a-f]{1,7}")
 
 
+def check_sig_or_prefix(text: str) -> None:
+    """Refuse what is neither a signature nor a prefix of one, before any path is built
+    from it (``..``, ``../etc``, upper case)."""
+    if not (is_valid_sig(text) or _PREFIX.fullmatch(text)):
+        raise UsageError(
+            f"{text!r} is not a signature",
+            "a signature is 8 hex characters (e.g. 3f9a2c1b), or a unique prefix of one",
+        )
+
+
 def find_xp_folder(dir: Path, text: str) -> Path:
     """The folder of the XP that ``text`` names: a signature or a unique prefix of one (as
     grid patterns take). An ambiguous prefix raises with its candidates."""
     if is_valid_sig(text):
         return require_xp_folder(dir, text)
-    if not _PREFIX.fullmatch(text):
-        raise UsageError(
-            f"{text!r} is not a signature",
-            "a signature is 8 hex characters (e.g. 3f9a2c1b), or a unique prefix of one",
-        )
+    check_sig_or_prefix(text)
     matches = [s for s in known_sigs(dir) if s.startswith(text)]
     if len(matches) == 1:
         return xp_folder(dir, matches[0])
