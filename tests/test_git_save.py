@@ -161,6 +161,8 @@ def test_pending_xp_runs_the_code_of_its_submission(repo: tuple[Path, str], tmp_
     assert (ran(later)["version"], ran(later)["commit"]) == ("new", new)
     assert Path(ran(later)["cwd"]) == root / "outputs" / "code" / new
     assert argv_code(later) == {"commit": new, "path": str(root / "outputs" / "code" / new)}
+    shown = gridman(root, "info", "--sig", later.name)  # info says which code it ran
+    assert shown.returncode == 0 and f"code     {new[:12]} (" in shown.stdout, shown.stdout
     # one copy per commit, no temporary folder left
     assert sorted(p.name for p in (root / "outputs" / "code").iterdir()) == sorted(
         [".lock", old, new]

@@ -225,6 +225,8 @@ class XPInfo:
     history_warnings: list[str] = field(default_factory=list)
     #: the main that defines the XP, as argv.json records it (None: recorded before mains were)
     main: Optional[str] = None
+    #: with git_save, the code snapshot it runs from: {"commit", "path"} (argv.json's "code")
+    code: Optional[dict[str, Any]] = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -333,4 +335,14 @@ def _describe(
         history_error=error,
         log=log,
         history_warnings=warnings,
+        code=_code_of(folder) if exists else None,
     )
+
+
+def _code_of(folder: Path) -> Optional[dict[str, Any]]:
+    """The code snapshot argv.json records (git_save), when it records a readable one."""
+    try:
+        code = read_argv_file(folder).get("code")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return code if isinstance(code, dict) and isinstance(code.get("commit"), str) else None

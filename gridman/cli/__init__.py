@@ -326,6 +326,12 @@ def _job_rows(job: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _code_row(found: Any) -> list[tuple[str, str]]:
+    """With git_save, the commit the XP runs from and where its copy is."""
+    code = getattr(found, "code", None)
+    return [("code", f"{code['commit'][:12]} ({code.get('path')})")] if code else []
+
+
 def _render_info(found: Any) -> str:
     delta = "  ".join(f"{k}={_fmt(v)}" for k, v in found.delta) or "(defaults)"
     if found.state is None:
@@ -341,6 +347,7 @@ def _render_info(found: Any) -> str:
         ("sig", found.sig),
         ("folder", found.folder),
         *([("main", found.main)] if getattr(found, "main", None) else []),
+        *_code_row(found),
         ("argv", " ".join(found.argv) or "(none)"),
         ("delta", delta),
         ("state", state),
