@@ -174,3 +174,27 @@ def pid_alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+@contextlib.contextmanager
+def reachable_by_others(*paths: Path) -> Iterator[None]:
+    """Let another uid reach ``paths`` (this interpreter's venv, gridman's sources) for the block.
+
+    A clone made in a ``mktemp -d`` folder (0700, as CI makes it) hides the venv from a second
+    uid, whose ``python`` then silently falls back to the system's, without gridman. Each folder
+    above ``paths`` that others may not traverse gets ``o+x`` (search only: nothing becomes
+    listable or readable) and its mode back at the end.
+    """
+    changed: dict[Path, int] = {}
+    try:
+        for path in paths:
+            for folder in [Path(path).resolve(), *Path(path).resolve().parents]:
+                mode = folder.stat().st_mode
+                if folder not in changed and not mode & 0o001:
+                    changed[folder] = mode & 0o7777
+                    os.chmod(folder, (mode & 0o7777) | 0o001)
+        yield
+    finally:
+        for folder, mode in changed.items():
+            with contextlib.suppress(OSError):
+                os.chmod(folder, mode)

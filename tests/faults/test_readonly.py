@@ -18,7 +18,7 @@ from typing import Optional
 
 import pytest
 
-from gridman.testing.faults import fill_disk, needs_root, small_tmpfs
+from gridman.testing.faults import fill_disk, needs_root, reachable_by_others, small_tmpfs
 from gridman.testing.grids import make_grid_project, parse_json_rows, stop_pool, write_grid
 
 pytestmark = needs_root()
@@ -117,7 +117,10 @@ def shared() -> Iterator[Path]:
     private to root)."""
     path = Path(tempfile.mkdtemp(prefix="gridman-ro-"))
     path.chmod(0o755)
-    yield path
+    import gridman
+
+    with reachable_by_others(Path(sys.prefix), Path(gridman.__file__).parent):
+        yield path
     stop_pool(path / "proj" / "outputs")
     shutil.rmtree(path)
 
