@@ -38,13 +38,13 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, cast
 
 from ..errors import ArgvError, ConfigError, HelpRequested, UsageError
 from .config import flatten
-from .main import MAINS, DecoratedMain
+from .main import MAINS, DecoratedMain, DoraConfig
 from .project import find_root, load_project
 from .resources import FIELD_NAMES
 from .signature import Delta, canonical_of_delta, is_excluded, jsonable, sig_of_canonical
@@ -83,18 +83,10 @@ def _require_hydra() -> None:
                                INSTALL_HINT) from None  # fmt: skip
 
 
-@dataclass(frozen=True)
-class DoraSection:
-    """The ``dora:`` section of a Hydra config (Dora's names and meanings).
-
-    ``dir`` is absolute (a relative one is taken from where gridman runs); ``extra`` keeps the
-    other keys Dora knows, which gridman reads but does not use."""
-
-    dir: Path
-    exclude: tuple[str, ...] = ()
-    git_save: bool = False
-    shared: Optional[Path] = None
-    extra: dict[str, Any] = field(default_factory=dict)
+#: The ``dora:`` section of a Hydra config: the ``main.dora`` object every main has (Dora's
+#: names and meanings; ``dir`` absolute, a relative one taken from where gridman runs; ``extra``
+#: the other keys Dora knows, which gridman reads but does not use).
+DoraSection = DoraConfig
 
 
 @dataclass

@@ -22,20 +22,46 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path, PurePath
 from typing import Any, Optional
 
-from ..errors import ArgvError, GridmanError, HelpRequested
+from ..errors import ArgvError, GridmanError, HelpRequested, UsageError
 from . import fastargs
 from .config import AttrDict, apply_overrides, flatten, load_mapping
-from .signature import canonical_of_delta, compute_delta, sig_of_canonical
-from .xp import XP, init_xp
+from .signature import (
+    Delta,
+    _excluded,
+    _same,
+    canonical_of_delta,
+    compute_delta,
+    is_valid_sig,
+    jsonable,
+    sig_of_canonical,
+)
+from .xp import XP, init_xp, read_argv_file, xp_folder
 
 Func = Callable[[], Any]
 #: Under the project's XP root, the folder holding the XP roots of the mains other than the
 #: project's own.
 MAINS = "mains"
+
+
+@dataclass(frozen=True)
+class DoraConfig:
+    """``main.dora``: Dora's names for where a main keeps its XPs and what it signs.
+
+    ``dir`` is absolute; ``exclude`` the signature's exclude globs; ``git_save`` whether XPs
+    run from a code snapshot; ``shared`` Dora's shared XP repository (read by
+    :meth:`DecoratedMain.get_xp_from_sig`); ``extra`` the other Dora keys given, kept as read.
+    """
+
+    dir: Path
+    exclude: tuple[str, ...] = ()
+    git_save: bool = False
+    shared: Optional[Path] = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class DecoratedMain:
@@ -47,6 +73,8 @@ class DecoratedMain:
         self._dir_cache: Optional[tuple[Any, Path]] = None
         self._main_id: Optional[str] = None
         self.exclude = list(exclude)
+        self._git_save = False  # Dora's git_save keyword (argparse mains)
+        self._shared: Optional[Path] = None  # Dora's shared keyword (argparse mains)
         self.source = Path(inspect.getfile(func)).absolute()
         self.__doc__ = func.__doc__
         self.__name__ = getattr(func, "__name__", "main")
@@ -87,6 +115,15 @@ class DecoratedMain:
             self._dir_cache = (key, resolved)
             cache = self._dir_cache
         return cache[1]
+
+    @property
+    def dora(self) -> DoraConfig:
+        """Dora's ``main.dora``: ``dir`` is this main's XP root (:attr:`dir`), ``exclude`` its
+        globs, ``git_save`` and ``shared`` as given to the decorator (a Hydra main reads them
+        from its config's ``dora:`` section instead)."""
+        git_save = bool(self._git_save or getattr(self, "git_save", False) is True)
+        return DoraConfig(dir=self.dir, exclude=tuple(self.exclude), git_save=git_save,
+                          shared=self._shared)  # fmt: skip
 
     @property
     def main_id(self) -> str:
@@ -141,12 +178,46 @@ class DecoratedMain:
         """Parse ``argv`` into an XP (nothing is written)."""
         argv = [str(a) for a in argv]
         cfg, values, defaults = self.parse(argv)
-        delta = compute_delta(values, defaults, self.exclude)
+        delta = self.compute_delta(values, defaults)
         text = canonical_of_delta(delta)
         sig = sig_of_canonical(text)
         root = self.dir  # also resolves main_id
-        return XP(cfg=cfg, argv=argv, delta=delta, sig=sig, dir=dir or root, params=values,
-                  _canonical=text, main=self.main_id)  # fmt: skip
+        return XP(cfg=cfg, argv=argv, delta=delta, sig=sig, dir=dir or root,
+                  params=_shown(values), _canonical=text, main=self.main_id)  # fmt: skip
+
+    def compute_delta(self, values: dict[str, Any], defaults: dict[str, Any]) -> Delta:
+        """The signed delta of parsed ``values`` (sorted by key, excluded keys out)."""
+        return compute_delta(values, defaults, self.exclude)
+
+    def get_argv_from_sig(self, sig: str) -> list[str]:
+        """The argv recorded for ``sig`` (its ``argv.json``, else Dora's shared repository)."""
+        if not is_valid_sig(sig):
+            raise UsageError(f"{sig!r} is not a signature", "a signature is 8 hex characters")
+        folder = xp_folder(self.dir, sig)
+        with contextlib.suppress(OSError, ValueError):
+            return [str(a) for a in read_argv_file(folder)["argv"]]
+        shared = self.dora.shared
+        if shared is not None:  # Dora writes the argv alone there, as a JSON list
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads((shared / "xps" / sig / ".argv.json").read_text())
+                if isinstance(data, list):
+                    return [str(a) for a in data]
+        raise UsageError(
+            f"no initialised XP with signature {sig} under {folder.parent} (no argv.json)",
+            "an XP is known by its signature once initialised: run `gridman grid NAME --init` "
+            "(or run it once)",
+        )
+
+    def get_xp_from_sig(self, sig: str) -> XP:
+        """The XP of ``sig``, rebuilt from its recorded argv (Dora's ``get_xp_from_sig``)."""
+        xp = self.get_xp(self.get_argv_from_sig(sig))
+        if xp.sig != sig:  # the main's parser or defaults changed since the XP was recorded
+            raise UsageError(
+                f"the argv recorded for {sig} now gives signature {xp.sig}",
+                "the main's options or defaults changed since; its folder is "
+                f"{xp_folder(self.dir, sig)}",
+            )
+        return xp
 
     def run_argv(self, argv: Sequence[str]) -> Any:
         """Build the XP for ``argv``, create its folder and run the function inside it."""
@@ -168,6 +239,14 @@ class DecoratedMain:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.source}:{self.__name__})"
+
+
+def _shown(values: dict[str, Any]) -> dict[str, Any]:
+    """The values as the grid's names and tables show them: paths as text (a ``type=Path``
+    option with a string default is in every delta, so its value is in every XP's name)."""
+    if not any(isinstance(v, PurePath) for v in values.values()):
+        return values
+    return {k: str(v) if isinstance(v, PurePath) else v for k, v in values.items()}
 
 
 def _project_start(source: Path) -> Path:
@@ -206,11 +285,46 @@ def _same_file(a: Path, b: Path) -> bool:
 class ArgparseMain(DecoratedMain):
     """A main whose configuration is an ``argparse`` parser."""
 
-    def __init__(self, func: Func, parser: argparse.ArgumentParser, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        func: Func,
+        parser: argparse.ArgumentParser,
+        *,
+        use_underscore: Optional[bool] = None,
+        slurm: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(func, **kwargs)
         self.parser = parser
+        #: Dora's keyword: True keys as written, False ``_`` -> ``-``, None either matches
+        self.use_underscore = use_underscore
+        self._slurm = _slurm_defaults(slurm)
         self._defaults: Optional[dict[str, Any]] = None
+        self._raw: dict[str, Any] = {}  # parser.get_default by key
         self._table: Any = False  # option table of fastargs, computed on first use
+
+    def resource_defaults(self) -> dict[str, Any]:
+        """The ``slurm=`` given to :func:`argparse_main`, as the XPs' default resources."""
+        return dict(self._slurm)
+
+    def compute_delta(self, values: dict[str, Any], defaults: dict[str, Any]) -> Delta:
+        """Dora's delta: each value compared with ``parser.get_default`` (the raw default), so
+        an option whose default is a string and whose ``type`` converts it (``type=Path``,
+        ``default="data"``) is in every delta, as in Dora: it never splits XPs, it only
+        changes the hash, and keeping it keeps a project's Dora signatures."""
+        delta: Delta = []
+        patterns = tuple(self.exclude)
+        raw = self._raw
+        for key in sorted(values):
+            value = values[key]
+            if key not in raw:
+                raw[key] = self.parser.get_default(key)
+            if not _differs(raw[key], value):
+                continue
+            if patterns and _excluded(key, patterns):
+                continue
+            delta.append((key, jsonable(value)))
+        return delta
 
     def parse(self, argv: Sequence[str]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         defaults = self.defaults()
@@ -254,8 +368,12 @@ class ArgparseMain(DecoratedMain):
         return defaults
 
     def value_to_argv(self, key: str, value: Any) -> list[str]:
-        action = self._action_for(key)
-        flag = _pick_option(action, key)
+        if self.use_underscore is None:  # gridman's matching: either spelling finds the flag
+            action = self._action_for(key)
+            flag = _pick_option(action, key)
+        else:  # Dora's: the key as written, or with `_` -> `-` (use_underscore=False)
+            flag = f"--{key if self.use_underscore else key.replace('_', '-')}"
+            action = self._action_for_flag(flag, key)
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             wanted = not action.default
             if value is wanted:
@@ -268,6 +386,17 @@ class ArgparseMain(DecoratedMain):
         if isinstance(value, (list, tuple)):
             return [flag, *(_scalar(v) for v in value)]
         return [f"{flag}={_scalar(value)}"]
+
+    def _action_for_flag(self, flag: str, key: str) -> argparse.Action:
+        for action in self.parser._actions:
+            if flag in action.option_strings:
+                return action
+        how = "as written" if self.use_underscore else "with `_` -> `-`"
+        raise ArgvError(
+            f"the training parser has no option {flag} (key {key!r}: use_underscore="
+            f"{self.use_underscore} uses launcher keys {how}); options: "
+            + ", ".join(o for a in self.parser._actions for o in a.option_strings if o != "-h")
+        )
 
     def _action_for(self, key: str) -> argparse.Action:
         wanted = key.replace("-", "_")
@@ -283,6 +412,17 @@ class ArgparseMain(DecoratedMain):
             f"the training parser has no option for {key!r}; {hint}options: "
             f"{', '.join(o for o in options if o != 'help')}"
         )
+
+
+def _differs(raw: Any, value: Any) -> bool:
+    """Dora's test, ``raw != value`` (so ``True`` equals a default of 1, a list differs from
+    a tuple default and a NaN default differs from itself); a comparison that raises or is
+    not a bool (an array) is decided by gridman's own rule instead."""
+    try:
+        result = raw != value
+    except Exception:
+        return not _same(value, raw)
+    return result if type(result) is bool else not _same(value, raw)
 
 
 def _pick_option(action: argparse.Action, key: str) -> str:
@@ -341,13 +481,94 @@ def argparse_main(
     *,
     dir: str | os.PathLike[str] = "./outputs",
     exclude: Sequence[str] = (),
+    slurm: Any = None,
+    shared: Optional[str | os.PathLike[str]] = None,
+    use_underscore: Optional[bool] = None,
+    **kwargs: Any,
 ) -> Callable[[Func], ArgparseMain]:
-    """Decorate a training function whose arguments come from ``parser``."""
+    """Decorate a training function whose arguments come from ``parser``.
+
+    Dora's keywords keep Dora's meaning: ``slurm`` (a mapping or Dora's ``SlurmConfig``) gives
+    the XPs' default resources, ``shared`` Dora's shared XP repository, ``use_underscore``
+    how launcher keys become flags (not given: ``batch_size`` finds ``--batch_size`` or
+    ``--batch-size``), and Dora's ``DoraConfig`` keys (``git_save`` ...) go through
+    ``**kwargs``; a key gridman cannot honour raises :class:`UsageError` saying why.
+    """
+    git_save = _dora_keywords(kwargs)
+    defaults = _slurm_defaults(slurm)  # checked now, at decoration
 
     def decorator(func: Func) -> ArgparseMain:
-        return ArgparseMain(func, parser=parser, dir=dir, exclude=exclude)
+        main = ArgparseMain(func, parser=parser, dir=dir, exclude=exclude,
+                            use_underscore=use_underscore, slurm=defaults)  # fmt: skip
+        main._git_save = git_save
+        main._shared = None if shared is None else Path(shared).absolute()
+        return main
 
     return decorator
+
+
+#: Dora's ``DoraConfig`` keys gridman cannot honour, with the value that means "as Dora's
+#: default" (accepted) and why another value is refused.
+_UNSUPPORTED: dict[str, tuple[Any, str]] = {
+    "post_git_save_commands": ([], "gridman's code snapshot is a plain git checkout of the "
+                               "commit; run such commands at the start of the main"),
+    "local_code": (False, "XPs run from the snapshot where it lies (<dir>/codes); there is no "
+                   "copy to /tmp"),
+    "grid_package": (None, "grids are found from gridman.yaml (`main:` package's grids/, or "
+                     "`grids_dir:`): set it there"),
+    "history": ("history.json", "gridman keeps metrics in <dir>/xps/<sig>/history.json"),
+    "xps": ("xps", "gridman keeps XPs in <dir>/xps/<sig>"),
+    "shep": (None, "Dora's Shepherd file names: gridman records jobs in its own files"),
+    "rendezvous_file": ("rendezvous.txt", "gridman.distrib sets up distributed runs itself"),
+    "use_rendezvous": (False, "gridman.distrib sets up distributed runs itself (no file "
+                       "rendezvous)"),
+    "_grids": ("grids", "a Dora internal"),
+    "_codes": ("codes", "a Dora internal"),
+}  # fmt: skip
+
+
+def _dora_keywords(kwargs: Mapping[str, Any]) -> bool:
+    """Check Dora's ``DoraConfig`` keywords given to argparse_main; returns ``git_save``."""
+    for key, value in kwargs.items():
+        if key == "git_save":
+            if not isinstance(value, bool):
+                raise UsageError(f"argparse_main(git_save={value!r}): give True or False")
+        elif key in _UNSUPPORTED:
+            default, why = _UNSUPPORTED[key]
+            if value != default:
+                hint = f"remove {key}= (Dora's default, {default!r}, is accepted)"
+                raise UsageError(f"argparse_main({key}={value!r}) is not supported: {why}", hint)
+        else:
+            known = ", ".join(["dir", "exclude", "slurm", "shared", "use_underscore",
+                               "git_save", *_UNSUPPORTED])  # fmt: skip
+            raise UsageError(f"argparse_main() got an unknown keyword {key!r}",
+                             f"Dora's keywords: {known}")  # fmt: skip
+    return bool(kwargs.get("git_save", False))
+
+
+#: Keys of Dora's ``SlurmConfig`` that gridman's resources have no use for (no error, unused).
+_DORA_ONLY_SLURM = frozenset({"dependents", "container_chdir", "force_chdir", "python",
+                              "mem_per_task"})  # fmt: skip
+
+
+def _slurm_defaults(slurm: Any) -> dict[str, Any]:
+    """``slurm=`` (a mapping, or a dataclass such as Dora's ``SlurmConfig``, all of whose
+    fields count, as in Dora) as resource defaults; an unknown key raises UsageError."""
+    from .resources import FIELD_NAMES
+
+    if slurm is None:
+        return {}
+    if is_dataclass(slurm) and not isinstance(slurm, type):
+        items = asdict(slurm)
+    elif isinstance(slurm, Mapping):
+        items = dict(slurm)
+    else:
+        raise UsageError(f"argparse_main(slurm={slurm!r}): give a mapping of resources")
+    unknown = sorted(k for k in items if k not in FIELD_NAMES and k not in _DORA_ONLY_SLURM)
+    if unknown:
+        raise UsageError(f"argparse_main(slurm=...): unknown key(s) {', '.join(unknown)}",
+                         f"valid: {', '.join(FIELD_NAMES)}")  # fmt: skip
+    return {k: v for k, v in items.items() if k in FIELD_NAMES and v is not None}
 
 
 def yaml_main(
