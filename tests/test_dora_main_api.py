@@ -1,12 +1,15 @@
 """Issue 15, items 3 and 4: Dora's main and XP API, and argparse signatures byte-identical to
 Dora's, quirks included.
 
-Golden values were computed ONCE with Dora 0.1.13 (Python 3.11) and are written here; never
-edit them. The command that made them (``dora_golden.py`` builds the very parsers below with
-``dora.argparse_main`` and prints ``[argv, xp.sig, json.dumps(sorted(xp.delta))]`` per argv,
-plus ``value_to_argv({"batch_size": 32, "flag": True})`` with ``use_underscore`` True/False)::
+Golden values were computed ONCE with Dora 0.1.13 (Python 3.11, torch installed as Dora's
+``jsonable`` imports it) and are written here; never edit them. The command that made them runs
+:data:`DORA_SCRIPT` (the very parsers below, given to ``dora.argparse_main``; it prints
+each argv's ``xp.sig`` as JSON) after ``ARGVS = {...}`` (the argvs of the tables below)::
 
-    /tmp/dora-venv/bin/python /tmp/dg/dora_golden.py
+    /tmp/dora-venv/bin/python -c "ARGVS = {...}
+    <DORA_SCRIPT>"
+
+:func:`test_dora_itself_agrees` runs exactly that wherever that Dora venv exists.
 
 Dora's delta compares each parsed value with ``parser.get_default(key)``, the RAW default: an
 option with ``type=Path`` (or ``type=int``) and a string default is in every delta, a list
@@ -105,6 +108,39 @@ GOLDEN_CUSTOM_DORA = [
     (["--name", "x y"], "887d3e1b"),
     (["--fail", "--no_aug", "--data", "other", "--lr", "0.5"], "b5d8c37f"),
 ]
+
+
+#: What computed the golden values, run by Dora 0.1.13 (see the module docstring).
+DORA_SCRIPT = (
+    "import argparse, json, warnings\n"
+    "from pathlib import Path\n"
+    "warnings.filterwarnings('ignore')\n"
+    "from dora import argparse_main\n"
+    + PARSER_SOURCE
+    + """
+custom = argparse.ArgumentParser()
+custom.add_argument("--lr", type=float, default="0.1")
+custom.add_argument("--fail", action="store_true")
+custom.add_argument("--no_aug", dest="aug", action="store_false")
+custom.add_argument("--data", type=Path, default="data")
+custom.add_argument("--num_workers", type=int, default=2)
+custom.add_argument("--num_threads", type=int, default=4)
+custom.add_argument("--number", type=int, default=1)
+custom.add_argument("--sizes", type=int, nargs="+", default=[1, 2])
+custom.add_argument("--name", default="base")
+tup = argparse.ArgumentParser()
+tup.add_argument("--sizes", type=int, nargs="+", default=(1, 2))
+out = {}
+for name, parser, exclude in [("dora", parser, ["num_workers"]), ("custom", custom, ["num_*"]),
+                              ("tuple", tup, [])]:
+    main = argparse_main(parser=parser, exclude=exclude, dir="/tmp/dora_golden")(lambda: None)
+    out[name] = {json.dumps(a): main.get_xp(a).sig for a in ARGVS[name]}
+keys = {"batch_size": 32, "flag": True}
+mains = [argparse_main(parser=parser, use_underscore=u)(lambda: None) for u in (True, False)]
+out["underscore"] = [m.value_to_argv(keys) for m in mains]
+print(json.dumps(out))
+"""
+)
 
 
 def _noop() -> None:
@@ -309,3 +345,24 @@ def test_get_xp_from_sig_reads_doras_shared_repository(tmp_path: Path) -> None:
     with chdir(tmp_path):
         main = make(dora_parser(), exclude=["num_workers"], shared=tmp_path / "shared")
         assert main.get_xp_from_sig("6581e688").argv == ["--batch_size=32"]
+
+
+def test_dora_itself_agrees(tmp_path: Path) -> None:
+    """Rerun DORA_SCRIPT with Dora 0.1.13 where its venv exists: the tables above are its."""
+    python = Path("/tmp/dora-venv/bin/python")
+    if not python.exists():
+        pytest.skip("no Dora venv at /tmp/dora-venv (the golden values are pinned above)")
+    argvs = {
+        "dora": [a for a, _, _ in GOLDEN_DORA],
+        "custom": [a for a, _ in GOLDEN_CUSTOM_DORA],
+        "tuple": [[], ["--sizes", "1", "2"]],
+    }
+    code = f"ARGVS = {argvs!r}\n{DORA_SCRIPT}"
+    done = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["dora"] == {json.dumps(a): sig for a, sig, _ in GOLDEN_DORA}
+    assert out["custom"] == {json.dumps(a): sig for a, sig in GOLDEN_CUSTOM_DORA}
+    assert out["tuple"] == {"[]": "97d170e1", json.dumps(["--sizes", "1", "2"]): "6f75b88b"}
+    assert out["underscore"] == [["--batch_size=32", "--flag"], ["--batch-size=32", "--flag"]]
