@@ -9,6 +9,7 @@ command modules at start-up, so everything else here is imported when first used
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -88,8 +89,13 @@ def _history_metrics(row: Row) -> dict[str, Any]:
     return flat
 
 
-def json_rows(rows: list[Row], plan: Optional[Plan] = None) -> list[dict[str, Any]]:
-    """``gridman grid --json``: one object per row, with what the plan does to it if any."""
+def json_rows(
+    rows: list[Row],
+    plan: Optional[Plan] = None,
+    requests: Optional[Mapping[str, dict[str, Any]]] = None,
+) -> list[dict[str, Any]]:
+    """``gridman grid --json``: one object per row, with what the plan does to it if any and,
+    with ``requests`` (:func:`resource_requests`), what a job of it asks for (``resources``)."""
     steps = {s.sig: s for s in plan.steps} if plan is not None else {}
     data = []
     for row in rows:
@@ -97,5 +103,32 @@ def json_rows(rows: list[Row], plan: Optional[Plan] = None) -> list[dict[str, An
         if row.sig in steps:
             item["plan"] = {"action": steps[row.sig].action.value,
                             "reason": steps[row.sig].reason}  # fmt: skip
+        if requests and row.sig in requests:
+            item["resources"] = requests[row.sig]
         data.append(item)
     return data
+
+
+def resource_requests(session: Any) -> dict[str, dict[str, Any]]:
+    """What a job of each XP asks for, with Slurm's option names (``nodes``,
+    ``ntasks_per_node``, ``gpus_per_node``, ``cpus_per_task``, ``mem``: Dora's mapping, the
+    project's ``slurm.max_gpus_per_node``). XPs whose GPUs cannot fill whole nodes are left out
+    (submitting them to Slurm is refused with the reason)."""
+    from ..core.resources import DEFAULT_MAX_GPUS_PER_NODE, slurm_request
+    from ..errors import UsageError
+
+    section = session.project.settings.get("slurm")
+    limit = section.get("max_gpus_per_node") if isinstance(section, Mapping) else None
+    out: dict[str, dict[str, Any]] = {}
+    seen: dict[Any, Optional[dict[str, Any]]] = {}
+    for sheep in session.sheeps:
+        if sheep.resources not in seen:  # resources are shared frozen objects: map each once
+            try:
+                found = slurm_request(sheep.resources, limit or DEFAULT_MAX_GPUS_PER_NODE)
+                seen[sheep.resources] = found.to_json()
+            except UsageError:
+                seen[sheep.resources] = None
+        request = seen[sheep.resources]
+        if request is not None:
+            out[sheep.sig] = request
+    return out

@@ -406,6 +406,8 @@ def _print_plan(plan: Any, session: Any, verbose: bool, say: Any) -> None:
     for step in steps[:limit]:
         label = labels.get(step.sig, "(removed from the grid)")
         say(f"  {step.action.value:<8} {step.sig}  {label}: {step.reason}")
+    if verbose:
+        _print_requests(plan, session, say)
     if len(steps) > limit:
         groups: dict[tuple[str, str], int] = {}
         for step in steps[limit:]:
@@ -414,6 +416,22 @@ def _print_plan(plan: Any, session: Any, verbose: bool, say: Any) -> None:
         say(f"  ... and {len(steps) - limit} more:")
         for (action, reason), n in sorted(groups.items(), key=lambda kv: -kv[1]):
             say(f"  {action:<8} x{n}: {reason}")
+
+
+def _print_requests(plan: Any, session: Any, say: Any) -> None:
+    """With --dry-run: what the jobs of the XPs to submit ask for, once per distinct request
+    (the arrays of a Slurm submission; the local pool reads the GPUs the same way)."""
+    from ..api.table import resource_requests
+
+    submit = {s.sig for s in plan.steps if s.action.value == "submit"}
+    counts: dict[tuple[tuple[str, Any], ...], int] = {}
+    for sig, request in resource_requests(session).items():
+        if sig in submit:
+            key = tuple(request.items())
+            counts[key] = counts.get(key, 0) + 1
+    for key, n in counts.items():
+        text = " ".join(f"{k}={v}" for k, v in key if v is not None)
+        say(f"  asks     {n} XP{'s' if n > 1 else ''}: {text}")
 
 
 def _list_grids(grids_dir: Optional[str], main: Optional[str], as_json: bool) -> int:

@@ -77,9 +77,10 @@ def watch(
             session.refresh()  # the last table shows the states of now, not of the last poll
             rows = grid_rows(session, view)
     if as_json:
+        from ..api.table import resource_requests
         from ..core import jsonsafe  # NaN/inf as null: strict JSON
 
-        typer.echo(jsonsafe.dumps(json_rows(rows, plan), indent=1))
+        typer.echo(jsonsafe.dumps(json_rows(rows, plan, resource_requests(session)), indent=1))
     else:
         typer.echo(_table(session, rows, use_color(), view))
         typer.echo(_progress(rows))
