@@ -347,18 +347,19 @@ def test_get_xp_from_sig_reads_doras_shared_repository(tmp_path: Path) -> None:
         assert main.get_xp_from_sig("6581e688").argv == ["--batch_size=32"]
 
 
-def test_dora_itself_agrees(tmp_path: Path) -> None:
-    """Rerun DORA_SCRIPT with Dora 0.1.13 where its venv exists: the tables above are its."""
-    python = Path("/tmp/dora-venv/bin/python")
-    if not python.exists():
-        pytest.skip("no Dora venv at /tmp/dora-venv (the golden values are pinned above)")
+def check_against_dora(python: Path, folder: Path) -> None:
+    """Rerun DORA_SCRIPT with Dora 0.1.13's interpreter ``python``: the tables above are its.
+
+    Not a test (CI has no Dora): run it by hand where a Dora venv exists (bench/dora_env.sh):
+    ``python tests/test_dora_main_api.py /tmp/dora-venv/bin/python``.
+    """
     argvs = {
         "dora": [a for a, _, _ in GOLDEN_DORA],
         "custom": [a for a, _ in GOLDEN_CUSTOM_DORA],
         "tuple": [[], ["--sizes", "1", "2"]],
     }
     code = f"ARGVS = {argvs!r}\n{DORA_SCRIPT}"
-    done = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True,
+    done = subprocess.run([str(python), "-c", code], cwd=folder, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -366,3 +367,11 @@ def test_dora_itself_agrees(tmp_path: Path) -> None:
     assert out["custom"] == {json.dumps(a): sig for a, sig in GOLDEN_CUSTOM_DORA}
     assert out["tuple"] == {"[]": "97d170e1", json.dumps(["--sizes", "1", "2"]): "6f75b88b"}
     assert out["underscore"] == [["--batch_size=32", "--flag"], ["--batch-size=32", "--flag"]]
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        check_against_dora(Path(sys.argv[1]), Path(scratch))
+    print("the golden signatures are Dora's")
