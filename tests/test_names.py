@@ -151,3 +151,13 @@ def test_bool_and_nested_parts_are_selectable() -> None:
 def test_full_dotted_key_selects() -> None:
     deltas: list[Delta] = [[("model.depth", 2)], [("model.depth", 4)]]
     assert select(["model.depth=4"], deltas, ["aaaaaaaa", "bbbbbbbb"]) == [1]
+
+
+def test_paths_in_names_are_their_text() -> None:
+    """A ``type=Path`` argument (in Dora-style deltas) names an XP by its text, never a crash."""
+    from pathlib import Path
+
+    from gridman.core.names import _text
+
+    assert _text(Path("data/train")) == "data/train"
+    assert _text({"root": Path("x")}) == '{"root":"x"}'

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,7 +25,9 @@ def _text(value: Any) -> str:
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return repr(value)  # what json.dumps writes for numbers, without its overhead
-    return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)  # a type=Path argument: its text, as on a command line
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def short_key(key: str) -> str:
