@@ -115,6 +115,10 @@ def test_a_failing_rank_stops_the_others_and_fails_the_xp(tmp_path: Path) -> Non
     assert attempt["state"] == "FAILED" and attempt["exit_code"] == 3
     assert attempt["extra"]["failed_rank"] == 1
     assert attempt["ended"] - attempt["started"] < 30
+    shown = subprocess.run([str(GRIDMAN), "info", "--sig", only_xp(root).name], cwd=root,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert shown.returncode == 1, shown.stderr  # it shows a failed XP
+    assert "(2 ranks, rank r logs to log/1.rank<r>.log) (failed in rank 1)" in shown.stdout
 
 
 def test_run_d_without_a_gpu_says_to_use_ws(tmp_path: Path) -> None:

@@ -305,6 +305,12 @@ def _attempt_text(attempt: dict[str, Any]) -> str:
     if attempt.get("exit_code") is not None:
         parts.append(f"exit {attempt['exit_code']}")
     extra = attempt.get("extra") or {}
+    if isinstance(extra.get("ranks"), int) and extra["ranks"] > 1:
+        logs = extra.get("rank_logs")
+        where = f", rank r logs to log/{attempt.get('n')}.rank<r>.log" if logs else ""
+        parts.append(f"({extra['ranks']} ranks{where})")
+    if extra.get("failed_rank") is not None:
+        parts.append(f"(failed in rank {extra['failed_rank']})")
     if extra.get("stopped_by"):
         parts.append(f"(stopped by {extra['stopped_by']})")
     if extra.get("error"):
