@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gridman.testing import forget_modules, make_project, make_yaml_project
+from gridman.testing.grids import make_grid_project, stop_pool
 
 
 @pytest.fixture(autouse=True)
@@ -34,3 +36,23 @@ def project(tmp_path: Path) -> Path:
 def yaml_project(tmp_path: Path) -> Path:
     """A fresh YAML-main project (gridman.testing.make_yaml_project) in tmp_path/proj."""
     return make_yaml_project(tmp_path / "proj")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    """A grid project (gridman.testing.grids.make_grid_project) whose local pool, daemons and
+    XPs are stopped after the test. Files with projects of another kind (Slurm, a registry)
+    define a ``root`` of their own, which takes precedence."""
+    path = make_grid_project(tmp_path / "proj")
+    yield path
+    stop_pool(path / "outputs")  # never leave XPs or daemons behind
+
+
+@pytest.fixture
+def hold(tmp_path: Path) -> Iterator[Path]:
+    """A file that keeps XPs started with ``hold=...`` running while it exists."""
+    path = tmp_path / "hold"
+    path.touch()
+    yield path
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -45,23 +44,6 @@ from gridman.testing.grids import (
 
 GRIDMAN = Path(sys.executable).parent / "gridman"
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "VANISHED"}
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
-    path = make_grid_project(tmp_path / "proj")
-    yield path
-    stop_pool(path / "outputs")  # never leave XPs or daemons behind
-
-
-@pytest.fixture
-def hold(tmp_path: Path) -> Iterator[Path]:
-    """A file that keeps XPs started with ``hold=...`` running while it exists."""
-    path = tmp_path / "hold"
-    path.touch()
-    yield path
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
 
 
 def grid(root: Path, *args: str, **kwargs: Any) -> Result:

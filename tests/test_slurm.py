@@ -52,14 +52,6 @@ def root(tmp_path: Path) -> Iterator[Path]:
     cancel_all(path / "outputs")  # never leave jobs behind
 
 
-@pytest.fixture
-def hold(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "hold"
-    path.touch()
-    yield path
-    path.unlink(missing_ok=True)
-
-
 def grid(root: Path, *args: str, code: Optional[int] = 0) -> list[dict[str, Any]]:
     result = run_cli(["grid", *args, "--no-monitor", "--json"], root)
     assert code is None or result.exit_code == code, result.output

@@ -4,14 +4,13 @@ XPs, and arguments too big for a command line (checked against a real ``execve``
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from gridman.testing.grids import (
     make_grid_project,
     parse_json_rows,
     process_alive,
-    stop_pool,
     wait_started,
     wait_states,
     write_grid,
@@ -36,23 +34,6 @@ def gridman(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDMAN_")}
     return subprocess.run([sys.executable, "-m", "gridman", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
-    path = make_grid_project(tmp_path / "proj")
-    yield path
-    stop_pool(path / "outputs")  # never leave XPs or daemons behind
-
-
-@pytest.fixture
-def hold(tmp_path: Path) -> Iterator[Path]:
-    """A file that keeps XPs started with ``hold=...`` running while it exists."""
-    path = tmp_path / "hold"
-    path.touch()
-    yield path
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
 
 
 # -- 7: same-named grids in two grid folders ---------------------------------------------------

@@ -8,7 +8,6 @@ other user is uid 65534 (``setpriv``), and GPU slots are checked from what each 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -49,16 +48,6 @@ SETPRIV = shutil.which("setpriv")
 needs_second_user = pytest.mark.skipif(
     not (is_root() and SETPRIV), reason="a second uid needs root and setpriv"
 )
-
-
-@pytest.fixture
-def hold(tmp_path: Path) -> Iterator[Path]:
-    """A file that keeps XPs started with ``hold=...`` running while it exists."""
-    path = tmp_path / "hold"
-    path.touch()
-    yield path
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
 
 
 @pytest.fixture
