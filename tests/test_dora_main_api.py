@@ -110,14 +110,8 @@ GOLDEN_CUSTOM_DORA = [
 ]
 
 
-#: What computed the golden values, run by Dora 0.1.13 (see the module docstring).
-DORA_SCRIPT = (
-    "import argparse, json, warnings\n"
-    "from pathlib import Path\n"
-    "warnings.filterwarnings('ignore')\n"
-    "from dora import argparse_main\n"
-    + PARSER_SOURCE
-    + """
+#: A parser with typed string defaults, a Path, a negative flag and list defaults (both sides).
+CUSTOM_SOURCE = """
 custom = argparse.ArgumentParser()
 custom.add_argument("--lr", type=float, default="0.1")
 custom.add_argument("--fail", action="store_true")
@@ -128,6 +122,17 @@ custom.add_argument("--num_threads", type=int, default=4)
 custom.add_argument("--number", type=int, default=1)
 custom.add_argument("--sizes", type=int, nargs="+", default=[1, 2])
 custom.add_argument("--name", default="base")
+"""
+
+#: What computed the golden values, run by Dora 0.1.13 (see the module docstring).
+DORA_SCRIPT = (
+    "import argparse, json, warnings\n"
+    "from pathlib import Path\n"
+    "warnings.filterwarnings('ignore')\n"
+    "from dora import argparse_main\n"
+    + PARSER_SOURCE
+    + CUSTOM_SOURCE
+    + """
 tup = argparse.ArgumentParser()
 tup.add_argument("--sizes", type=int, nargs="+", default=(1, 2))
 out = {}
@@ -156,16 +161,10 @@ def dora_parser() -> argparse.ArgumentParser:
 
 
 def custom_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--lr", type=float, default="0.1")
-    parser.add_argument("--fail", action="store_true")
-    parser.add_argument("--no_aug", dest="aug", action="store_false")
-    parser.add_argument("--data", type=Path, default="data")
-    parser.add_argument("--num_workers", type=int, default=2)
-    parser.add_argument("--num_threads", type=int, default=4)
-    parser.add_argument("--number", type=int, default=1)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--name", default="base")
+    scope: dict[str, Any] = {"argparse": argparse, "Path": Path}
+    exec(CUSTOM_SOURCE, scope)
+    parser = scope["custom"]
+    assert isinstance(parser, argparse.ArgumentParser)
     return parser
 
 
