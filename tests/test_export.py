@@ -178,6 +178,24 @@ def test_export_usage_errors(trained: Path) -> None:
         assert needle in result.output, (args, result.output)
 
 
+def test_sig_prefixes_name_xps_as_info_takes_them(trained: Path) -> None:
+    data = json.loads(run_cli(["export", "main", "-F", "json"], trained).stdout)
+    sigs = [row["sig"] for row in data]
+    full = run_cli(["export", "--sig", sigs[0], "--sig", sigs[1], "-F", "json"], trained)
+    # the shortest prefix of each that no other XP shares, then the same XP twice
+    short = [next(s[:n] for n in range(1, 9) if sum(o.startswith(s[:n]) for o in sigs) == 1)
+             for s in sigs[:2]]  # fmt: skip
+    by_prefix = run_cli(["export", "--sig", short[0], "--sig", short[1], "--sig", sigs[1],
+                         "-F", "json"], trained)  # fmt: skip
+    assert by_prefix.exit_code == 0, by_prefix.output
+    assert json.loads(by_prefix.stdout) == json.loads(full.stdout)
+    assert [r["sig"] for r in json.loads(by_prefix.stdout)] == sigs[:2]
+    diff = run_cli(["info", "--sig", short[0], "--diff", short[1]], trained)
+    assert diff.exit_code == 0 and f"B  {sigs[1]}" in diff.stdout, diff.output
+    bad = run_cli(["export", "--sig", "../x"], trained)
+    assert bad.exit_code == 2 and "is not a signature" in bad.output
+
+
 # -- info --diff -----------------------------------------------------------------------------
 def test_info_diff(trained: Path) -> None:
     data = json.loads(run_cli(["export", "main", "-F", "json"], trained).stdout)

@@ -55,20 +55,22 @@ def grid_source(
 
 
 def sigs_source(project: Project, sigs: Sequence[str], main: Optional[str] = None) -> Source:
-    """XPs by signature. Parameters come from each ``argv.json`` delta: a parameter an XP left
-    at its default has an empty cell (the main is not imported)."""
+    """XPs by signature, or by a unique prefix of one. Parameters come from each ``argv.json``
+    delta: a parameter an XP left at its default has an empty cell (the main is not imported)."""
     from ..core.liveness import mark_vanished
     from ..core.names import grid_names
     from ..core.signature import delta_from_json
-    from ..core.xp import check_sig, read_argv_file, require_xp_folder
+    from ..core.xp import find_xp_folder, read_argv_file
     from .xp import xp_root
 
     if not sigs:
         raise UsageError("no XP named", "give a grid name or signatures")
     root = xp_root(project, main)
     found = []
-    for sig in dict.fromkeys(sigs):
-        folder = require_xp_folder(root, check_sig(sig))
+    # A unique prefix names an XP, as `info --sig` takes it; the same XP named twice is one row.
+    folders = [find_xp_folder(root, text) for text in sigs]
+    for folder in dict.fromkeys(folders):
+        sig = folder.name
         try:
             stored = read_argv_file(folder)
             argv, delta = tuple(str(a) for a in stored["argv"]), delta_from_json(stored["delta"])

@@ -74,7 +74,7 @@ def export(
         help="Group by every parameter but PARAM: mean, std, count.",
     ),
     sigs: Optional[list[str]] = typer.Option(
-        None, "--sig", "-s", metavar="SIG", help="XPs by signature."
+        None, "--sig", "-s", metavar="SIG", help="XPs by signature (or a unique prefix)."
     ),
     grids_dir: Optional[str] = typer.Option(
         None, "--grids-dir", metavar="DIR", help="Folder of grid files."
@@ -133,7 +133,7 @@ def plot(
     width: int = typer.Option(800, "--width", metavar="PIXELS", help="Width in pixels."),
     height: int = typer.Option(500, "--height", metavar="PIXELS", help="Height in pixels."),
     sigs: Optional[list[str]] = typer.Option(
-        None, "--sig", "-s", metavar="SIG", help="XPs by signature."
+        None, "--sig", "-s", metavar="SIG", help="XPs by signature (or a unique prefix)."
     ),
     grids_dir: Optional[str] = typer.Option(
         None, "--grids-dir", metavar="DIR", help="Folder of grid files."
