@@ -45,6 +45,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "grids").mkdir()
     (root / "grids" / "sweep.py").write_text(GRID, encoding="utf8")
     (root / "grids" / "other.py").write_text(GRID, encoding="utf8")
+    (root / "grids" / "lm").mkdir()  # a sub-folder of grids, as Dora projects have
+    (root / "grids" / "lm" / "small.py").write_text(GRID, encoding="utf8")
+    (root / "grids" / "_helpers.py").write_text("", encoding="utf8")  # not a grid
     result = run_cli(["grid", "sweep", "--backend", "inline", "--no-monitor"], root)
     assert result.exit_code == 0, result.output
     return root
@@ -86,7 +89,8 @@ def test_help_lists_completion_options(project: Path) -> None:
 
 
 def test_grid_names(project: Path) -> None:
-    assert bash(project, "gridman grid ") == ["other", "sweep"]
+    assert bash(project, "gridman grid ") == ["lm.small", "other", "sweep"]
+    assert bash(project, "gridman grid lm") == ["lm.small"]
     assert bash(project, "gridman grid sw") == ["sweep"]
     assert fish(project, "gridman grid s") == ["sweep"]
     assert "sweep" in zsh(project, "gridman export sw")

@@ -89,13 +89,13 @@ def complete_sig(ctx: Any, param: Any, incomplete: str) -> list[Any]:
 
 
 def complete_grid(ctx: Any, param: Any, incomplete: str) -> list[Any]:
-    """Grid names: the ``*.py`` files of the grids folder (``--grids-dir`` or gridman.yaml's)."""
+    """Grid names as ``gridman grid`` lists them: the dotted names of the grid files of the
+    grids folder, sub-folders included (``--grids-dir``, gridman.yaml's, or the package's)."""
     try:
-        from ..core.grids import grids_dir
+        from ..core.grids import grids_dir, list_grids
 
         params = ctx.params or {}
-        folder = grids_dir(_project(), params.get("grids_dir"), params.get("main"))
-        names = sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_"))
+        names = list_grids(grids_dir(_project(), params.get("grids_dir"), params.get("main")))
         return _items(((n, "") for n in names), incomplete)
     except Exception:
         return []
