@@ -247,8 +247,12 @@ def info(
     main_override: Optional[str],
     sig: Optional[str] = None,
     argv: Optional[Sequence[str]] = None,
+    *,
+    refresh: bool = True,
 ) -> XPInfo:
-    """Inspect one XP, by signature (or a unique prefix of one) or by ARGV."""
+    """Inspect one XP, by signature (or a unique prefix of one) or by ARGV. ``refresh=False``
+    reads its job record as it is, never polling a backend (which may rewrite it): for views
+    that must change nothing (``gridman serve``)."""
     if sig is not None and not argv:
         folder = find_xp_folder(xp_root(project, main_override), sig)
         sig = folder.name
@@ -260,7 +264,7 @@ def info(
         sig = prepared.xp.sig
         xp_argv, delta = prepared.xp.argv, [[k, v] for k, v in prepared.xp.delta]
         owner = prepared.xp.main
-    found = _describe(sig, folder, xp_argv, delta, project)
+    found = _describe(sig, folder, xp_argv, delta, project, refresh)
     return replace(found, main=owner)
 
 
@@ -305,10 +309,13 @@ def _section(project: Project, name: str) -> dict[str, Any]:
 
 
 def _describe(
-    sig: str, folder: Path, argv: list[str], delta: list[Any], project: Project
-) -> XPInfo:
+    sig: str, folder: Path, argv: list[str], delta: list[Any], project: Project,
+    refresh: bool = True,
+) -> XPInfo:  # fmt: skip
     exists = folder.is_dir()
-    record = refreshed_record(project, folder) if exists else None
+    record = None
+    if exists:
+        record = refreshed_record(project, folder) if refresh else read_job(folder)
     history: list[Any] = []
     error = None
     warnings: list[str] = []

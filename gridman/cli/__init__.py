@@ -407,8 +407,16 @@ def _register_results() -> None:
     app.command(name="plot")(plot)
 
 
+def _register_serve() -> None:
+    from .serve import report, serve
+
+    app.command(name="serve")(serve)
+    app.command(name="report")(report)
+
+
 _register_grid()
 _register_results()
+_register_serve()
 
 
 def main() -> None:

@@ -220,6 +220,16 @@ def _get(metrics: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 _LEAVES = frozenset({float, int, str, bool, type(None)})
 
 
+def best_rule(key: str) -> Optional[str]:
+    """How the table picks a metric column's best value (see :func:`_best`): ``"min"`` for a
+    loss or an error (its last key holds one of LOWER_IS_BETTER_TAGS), ``None`` for a counter
+    (epoch, step) that has no best, else ``"max"``."""
+    name = key.rsplit(".", 1)[-1].lower()
+    if name in ("epoch", "step", "epochs"):
+        return None
+    return "min" if any(tag in name for tag in LOWER_IS_BETTER_TAGS) else "max"
+
+
 def _best(rows: Sequence[Row], col: Column) -> Optional[float]:
     name = col.path[-1].lower()
     if name in ("epoch", "step", "epochs") or len(rows) < 2:

@@ -1,0 +1,193 @@
+"""Histories as curves for display: every flat metric of an XP, downsampled to ``points``.
+
+A history longer than ``points`` is cut into ``points // 2`` buckets of consecutive entries,
+and each bucket keeps its smallest and its largest value (in entry order): spikes and dips
+stay visible however long the history, which a plain stride would drop. Display only: exports
+and tables never go through here.
+
+:class:`CurveStore` keeps, per XP folder, the downsampled curves of every metric as ready JSON
+text, keyed by the identity (inode, size, mtime_ns) of ``history.json`` and ``history.jsonl``:
+a live poll of 1,000 XPs re-reads only the histories that changed, and switching the metric
+shown reads nothing again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..core.link import HISTORY, JOURNAL, load_history
+from ..errors import UnknownXPError, UsageError
+
+VERSION = 1
+DEFAULT_POINTS = 800
+MAX_POINTS = 5000
+MIN_POINTS = 2
+
+Number = Optional[float]
+FileKey = Optional[tuple[int, int, int]]
+
+
+def points_param(text: Optional[str]) -> int:
+    """The ``points`` parameter: DEFAULT_POINTS when absent, else MIN_POINTS..MAX_POINTS."""
+    if text is None:
+        return DEFAULT_POINTS
+    if not text.isdigit() or len(text) > 6:
+        raise UsageError(f"points must be a whole number, got {text[:40]!r}")
+    value = int(text)
+    if not MIN_POINTS <= value <= MAX_POINTS:
+        raise UsageError(f"points must be between {MIN_POINTS} and {MAX_POINTS}, got {value}")
+    return value
+
+
+def _number(value: Any) -> Number:
+    """A plottable value: finite int or float (bools and text are not)."""
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return float(value)
+    return None
+
+
+def _flatten_into(entry: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for key, value in entry.items():
+        if type(value) is dict and value:
+            _flatten_into(value, f"{prefix}{key}.", out)
+        else:
+            out[prefix + key] = value
+
+
+def columns(history: Sequence[Any]) -> dict[str, list[Number]]:
+    """Each flat metric key (first-seen order) -> its value in every entry (None: absent)."""
+    cols: dict[str, list[Number]] = {}
+    size = len(history)
+    flat: dict[str, Any] = {}
+    for index, entry in enumerate(history):
+        if type(entry) is not dict:
+            continue
+        flat.clear()
+        _flatten_into(entry, "", flat)
+        for key, value in flat.items():
+            col = cols.get(key)
+            if col is None:
+                col = cols[key] = [None] * size
+            col[index] = _number(value)
+    return cols
+
+
+def downsample(values: Sequence[Number], points: int) -> tuple[list[int], list[Number]]:
+    """(x, y) of ``values`` (x: 1-based entry index) with at most ``points`` points: each of
+    ``points // 2`` buckets keeps its min and its max, in entry order; a bucket without any
+    number keeps one null (a gap in the line)."""
+    size = len(values)
+    if size <= points:
+        return list(range(1, size + 1)), list(values)
+    buckets = points // 2
+    xs: list[int] = []
+    ys: list[Number] = []
+    for b in range(buckets):
+        start, stop = b * size // buckets, (b + 1) * size // buckets
+        low = high = -1
+        for i in range(start, stop):
+            v = values[i]
+            if v is None:
+                continue
+            if low < 0 or v < values[low]:  # type: ignore[operator]
+                low = i
+            if high < 0 or v > values[high]:  # type: ignore[operator]
+                high = i
+        if low < 0:
+            xs.append(start + 1)
+            ys.append(None)
+            continue
+        for i in sorted({low, high}):
+            xs.append(i + 1)
+            ys.append(values[i])
+    return xs, ys
+
+
+def curve_json(sig: str, x: list[int], y: list[Number], size: int) -> str:
+    """One curve object as JSON text (y holds finite numbers or null only)."""
+    return (
+        f'{{"sig":{json.dumps(sig)},"x":{json.dumps(x, separators=(",", ":"))},'
+        f'"y":{json.dumps(y, separators=(",", ":"))},"n":{size}}}'
+    )
+
+
+def _file_key(path: str) -> FileKey:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+@dataclass
+class _Entry:
+    key: tuple[FileKey, FileKey]
+    points: int
+    size: int
+    keys: list[str]
+    texts: dict[str, str]  # metric -> the curve's JSON text
+    empty: str  # the curve of a metric this XP lacks
+
+
+class CurveStore:
+    """Downsampled curves of XP folders, recomputed only when a history file changed."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def _entry(self, sig: str, folder: Path, points: int) -> _Entry:
+        where = os.fspath(folder)
+        key = (_file_key(os.path.join(where, HISTORY)), _file_key(os.path.join(where, JOURNAL)))
+        with self._lock:
+            found = self._entries.get(where)
+        if found is not None and found.key == key and found.points == points:
+            return found
+        try:
+            history = load_history(where) if key != (None, None) else []
+        except Exception:  # a damaged history: no curve (the table row shows its error)
+            history = []
+        cols = columns(history)
+        texts = {m: curve_json(sig, *downsample(v, points), len(history)) for m, v in cols.items()}
+        entry = _Entry(key, points, len(history), list(cols), texts,
+                       curve_json(sig, [], [], len(history)))  # fmt: skip
+        with self._lock:
+            self._entries[where] = entry
+        return entry
+
+    def keys(self, xps: Sequence[tuple[str, Path]], points: int) -> list[str]:
+        """Every flat metric key of these XPs' histories, in first-seen order."""
+        entries = [self._entry(sig, folder, points) for sig, folder in xps]
+        return list(dict.fromkeys(k for e in entries for k in e.keys))
+
+    def curves(
+        self, xps: Sequence[tuple[str, Path]], metric: Optional[str], points: int
+    ) -> str:  # fmt: skip
+        """The Curves JSON text of ``metric`` for these (sig, folder) pairs, in their order.
+        An unknown metric (no history has it) raises UnknownXPError (a 404)."""
+        entries = [self._entry(sig, folder, points) for sig, folder in xps]
+        keys = list(dict.fromkeys(k for e in entries for k in e.keys))
+        if metric is None or (keys and metric not in keys):
+            known = ", ".join(keys[:20]) or "none yet"
+            raise UnknownXPError(f"no metric {str(metric)[:80]!r} in these histories",
+                                 f"metrics: {known}")  # fmt: skip
+        body = ",".join(e.texts.get(metric, e.empty) for e in entries)
+        head = {"version": VERSION, "metric": metric, "keys": keys, "points": points}
+        return json.dumps(head)[:-1] + f',"curves":[{body}]}}'
+
+    def forget(self, keep: Sequence[Path]) -> None:
+        """Drop the entries of folders not in ``keep`` (grids closed or changed)."""
+        wanted = {os.fspath(f) for f in keep}
+        with self._lock:
+            for where in [w for w in self._entries if w not in wanted]:
+                del self._entries[where]
