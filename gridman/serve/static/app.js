@@ -1045,7 +1045,7 @@
   /** Vertical drag on an axis: a brush; double-click: none. Pointer capture on the SVG keeps
    * the drag when the pointer leaves the axis; the axes are redrawn under it. */
   function brushEvents(svg) {
-    let drag = null;
+    let drag = null, pressed = null;
     const yOf = (ev) => ev.clientY - svg.getBoundingClientRect().top;
     const tOf = (y) => { const f = G.frame; return Math.max(0, Math.min(1, (f.bottom - y) / (f.bottom - f.top))); };
     const update = throttled(() => {
@@ -1060,6 +1060,7 @@
       if (!rect || !G.frame) return;
       ev.preventDefault();
       drag = { key: rect.parentNode.dataset.key, y0: yOf(ev), y1: yOf(ev) };
+      pressed = drag.key;
       svg.setPointerCapture(ev.pointerId);
     });
     svg.addEventListener("pointermove", (ev) => { if (drag) { drag.y1 = yOf(ev); update(); } });
@@ -1076,8 +1077,10 @@
     svg.addEventListener("pointerup", end);
     svg.addEventListener("pointercancel", () => { drag = null; });
     svg.addEventListener("dblclick", (ev) => {
+      // with the pointer captured, the click's target is the SVG: the axis pressed last counts
       const g = ev.target.closest && ev.target.closest("g.axis");
-      if (g && g.dataset.key in G.brushes) { delete G.brushes[g.dataset.key]; refresh(false); }
+      const key = g ? g.dataset.key : pressed;
+      if (key !== null && key in G.brushes) { delete G.brushes[key]; refresh(false); }
     });
   }
 
