@@ -224,9 +224,14 @@ def screenshot_views(page: Page, base: str, grid: str, sig: str, out: Path) -> l
     (one curve per XP, then grouped by seed) and XP ``sig``. Returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / name for name in SCREENSHOTS]
+    size = page.viewport_size or {"width": 1280, "height": 860}
     page.goto(f"{base}/")
     wait_view(page, "grids")
-    page.screenshot(path=str(paths[0]))
+    # A short list of grids: the picture ends below the table instead of a blank page.
+    box = page.locator("table#grids").bounding_box()
+    bottom = int(box["y"] + box["height"] + 24) if box else size["height"]
+    page.screenshot(path=str(paths[0]), clip={"x": 0, "y": 0, "width": size["width"],
+                                              "height": min(bottom, size["height"])})  # fmt: skip
     page.goto(f"{base}/grid/{grid}")
     wait_view(page, "grid")
     page.wait_for_function("() => window.gridman && window.gridman.curves.lines > 0")
