@@ -159,6 +159,7 @@
     const exp = parseInt(x.toExponential(p - 1).split("e")[1], 10);
     let s = exp >= -4 && exp < p ? x.toFixed(Math.max(0, p - 1 - exp)) : expo(x, p - 1);
     if (!alt) s = s.replace(/(\.\d*?)0+(?=e|$)/, "$1").replace(/\.(?=e|$)/, "");
+    else if (!s.includes(".")) s = s.replace(/(?=e|$)/, ".");
     return s;
   }
 
@@ -185,7 +186,7 @@
       case "c": return Number.isInteger(x) ? String.fromCodePoint(x) : null;
       case "s": return null;
       default: // no type: str() without a precision, else about "g"
-        return prec === undefined ? String(x) : general(x, prec, alt);
+        return prec === undefined ? pyStr(x) : general(x, prec, alt);
     }
   }
 
@@ -200,19 +201,19 @@
     if (value === null || value === undefined) return "";
     if (!spec) return plain(value);
     const m = SPEC.exec(spec);
-    if (!m) return plain(value);
+    if (!m) return pyStr(value);
     const [, fill = " ", align, sign = "-", , alt, zero, width, sep, precText, type] = m;
     const prec = precText === undefined ? undefined : parseInt(precText, 10);
     let body;
     const isNum = typeof value === "number";
     if (isNum) {
       body = digits(value, type, prec, Boolean(alt));
-      if (body === null) return plain(value);
+      if (body === null) return pyStr(value);
       if (sep) body = group(body, sep);
       if (sign !== "-" && !body.startsWith("-")) body = (sign === "+" ? "+" : " ") + body;
     } else if (typeof value === "string" && (!type || type === "s")) {
       body = prec === undefined ? value : value.slice(0, prec);
-    } else return plain(value);
+    } else return pyStr(value);
     const w = width ? parseInt(width, 10) : 0;
     if (body.length >= w) return body;
     const pad = w - body.length;
@@ -222,6 +223,14 @@
     if (how === "^") return f.repeat(Math.floor(pad / 2)) + body + f.repeat(Math.ceil(pad / 2));
     if (how === "=" && /^[+\- ]/.test(body)) return body[0] + f.repeat(pad) + body.slice(1);
     return f.repeat(pad) + body;
+  }
+
+  /** Python's str() of a JSON value (what fmt_value shows when a spec does not apply). */
+  function pyStr(value) {
+    if (typeof value === "number" && Number.isFinite(value) && !Number.isInteger(value) && Math.abs(value) < 1e-4) {
+      return expo(value, undefined).replace(/\.?0*e/, "e"); // 1e-05, 2.5e-07 (shortest digits)
+    }
+    return plain(typeof value === "number" && Number.isFinite(value) ? String(value) : value);
   }
 
   /** fmt_value without a spec: ints as is, floats with about 4 significant digits. */
@@ -419,6 +428,12 @@
     }
 
     draw() {
+      const t0 = performance.now();
+      this.paint();
+      gm.drawMs = performance.now() - t0; // the last chart draw, for the benchmark
+    }
+
+    paint() {
       const c = this.canvas, w = c.clientWidth, hgt = c.clientHeight;
       const ov = this.overlay;
       ov.style.left = c.offsetLeft + "px";
@@ -637,7 +652,10 @@
     };
     const parts = [`<path class="lines-bg" d="${rows.faded.map(d).join("")}"></path>`];
     if (rows.shown.length > 1500) parts.push(`<path class="line" stroke="${PALETTE[0]}" stroke-opacity="0.3" d="${rows.shown.map(d).join("")}"></path>`);
-    else for (const i of rows.shown) parts.push(`<path class="line" stroke="${color(i)}" d="${d(i)}"></path>`);
+    else {
+      const alpha = rows.shown.length > 200 ? 0.3 : rows.shown.length > 50 ? 0.55 : 0.9; // dense: see through
+      for (const i of rows.shown) parts.push(`<path class="line" stroke="${color(i)}" stroke-opacity="${alpha}" d="${d(i)}"></path>`);
+    }
     axes.forEach((axis, j) => {
       const x = xs[j];
       const labels = axisLabels(axis).map(([t, text]) =>
@@ -875,7 +893,9 @@
 
   /** Sort (when asked), filter and brush, then redraw the table and both charts. */
   function refresh(resort) {
+    const t0 = performance.now();
     if (resort || G.order.length !== G.rows.length) G.order = sortOrder();
+    const t1 = performance.now();
     const mask = G.mask, visible = [], faded = [];
     for (const i of G.order) {
       if (!mask[i]) continue;
@@ -891,9 +911,12 @@
       th.classList.toggle("sorted-desc", th.dataset.key === G.sortKey && G.dir < 0);
     }
     computeBest();
+    const t2 = performance.now();
     renderRows(true);
+    const t3 = performance.now();
     drawCurves();
     drawParcoords();
+    gm.timings = { sort: t1 - t0, filter: t2 - t1, rows: t3 - t2, total: performance.now() - t0 };
   }
 
   function computeBest() {
