@@ -305,6 +305,18 @@
   const isIndex = (p) => /^-?\d+$/.test(p.startsWith("!") ? p.slice(1) : p);
   const quote = (s) => "'" + s.replace(/\\/g, "\\\\").replace(/'/g, "\\'") + "'";
 
+  /** What the CLI's hint says: the grid's keys, or the values of the key a pattern names. */
+  function patternHint(body, negate, xps) {
+    const list = (items) => (items.length > 8 ? items.slice(0, 8).join(", ") + `, ... (${items.length - 8} more)` : items.join(", "));
+    const keys = [...new Set(xps.flatMap((x) => Object.keys((x && x.params) || {})))];
+    const eq = body.indexOf("=");
+    if (negate || eq < 0) return `keys of the grid: ${list(keys) || "none"}`;
+    const key = body.slice(0, eq);
+    const values = [...new Set(xps.flatMap((x) => ((x && x.parts) || [])
+      .filter((p) => p.startsWith(key + "=")).map((p) => p.slice(key.length + 1))))];
+    return values.length ? `values of ${key}: ${list(values)}` : `no key ${quote(key)}; keys of the grid: ${list(keys) || "none"}`;
+  }
+
   /** {mask: Uint8Array (1: the row is selected), error: text or null}. */
   function selectRows(text, rows, xps) {
     const n = rows.length;
@@ -330,7 +342,7 @@
       const body = negate ? p.slice(1) : p;
       let any = false;
       for (let i = 0; i < n && !any; i++) any = test(body, i) !== negate;
-      if (!any) return { mask, error: `pattern ${quote(p)} matches no XP` };
+      if (!any) return { mask, error: `pattern ${quote(p)} matches no XP; ${patternHint(body, negate, xps)}` };
     }
     return { mask, error: `patterns ${quote(patterns.join(" "))} together match no XP (each matches some)` };
   }
@@ -634,7 +646,7 @@
   }
 
   /** The SVG: axes with their brushes, faded rows as one path, shown rows as one path each
-   * (one path for all past 1,500). rows: {shown, faded: [row index], t(axisIndex, row)}. */
+   * (one path for all past 1,500). rows: {shown, faded: [row index], t(axisIndex, row), label(row)}. */
   function parcoordsSVG(svg, axes, rows, brushes, color) {
     const w = svg.clientWidth || 600, hgt = svg.clientHeight || 300;
     const top = 34, bottom = hgt - 16;
@@ -654,7 +666,9 @@
     if (rows.shown.length > 1500) parts.push(`<path class="line" stroke="${PALETTE[0]}" stroke-opacity="0.3" d="${rows.shown.map(d).join("")}"></path>`);
     else {
       const alpha = rows.shown.length > 200 ? 0.3 : rows.shown.length > 50 ? 0.55 : 0.9; // dense: see through
-      for (const i of rows.shown) parts.push(`<path class="line" stroke="${color(i)}" stroke-opacity="${alpha}" d="${d(i)}"></path>`);
+      for (const i of rows.shown) {
+        parts.push(`<path class="line" stroke="${color(i)}" stroke-opacity="${alpha}" d="${d(i)}"><title>${esc(rows.label(i))}</title></path>`);
+      }
     }
     axes.forEach((axis, j) => {
       const x = xs[j];
@@ -1061,7 +1075,7 @@
 
   const drawParcoords = throttled(() => {
     if (!G.page) return;
-    const rows = { shown: G.visible, faded: G.faded, t: (j, i) => G.T[j][i] };
+    const rows = { shown: G.visible, faded: G.faded, t: (j, i) => G.T[j][i], label: (i) => G.rows[i].name || G.rows[i].sig };
     G.frame = parcoordsSVG(G.els.svg, G.axes, rows, G.brushes, (i) => colorOf(G.rows[i].index));
   });
 
