@@ -744,7 +744,7 @@
     name: "", page: null, rows: [], xps: [], cols: [], colSig: "", hasError: false,
     sortKey: "index", dir: 1, sortVals: null, order: [], mask: null, pattern: "",
     brushes: {}, axes: [], axisBy: {}, T: [], varying: [], visible: [], faded: [], best: {},
-    metric: null, groupBy: "", curves: null, bySig: new Map(), curveKeys: [], embedded: null,
+    metric: null, userMetric: false, groupBy: "", curves: null, bySig: new Map(), curveKeys: [], embedded: null,
     rowH: 0, range: [-1, -1], els: {}, chart: null,
   };
 
@@ -793,7 +793,13 @@
       refresh(true);
     });
     e.wrap.addEventListener("scroll", throttled(() => renderRows(false)));
-    e.metric.addEventListener("change", () => { G.metric = e.metric.value || null; setAxes(); refresh(false); loadCurves(); });
+    e.metric.addEventListener("change", () => {
+      G.metric = e.metric.value || null;
+      G.userMetric = true;
+      setAxes();
+      refresh(false);
+      loadCurves();
+    });
     e.groupBy.addEventListener("change", () => { G.groupBy = e.groupBy.value; drawCurves(); });
     e.clear.addEventListener("click", () => { G.brushes = {}; refresh(false); });
     brushEvents(e.svg);
@@ -827,7 +833,10 @@
     const { mask, error } = selectRows(G.pattern, G.rows, G.xps);
     G.mask = mask;
     G.els.error.textContent = error || "";
-    if (!G.metric) G.metric = page.main_metric || (G.cols[0] && G.cols[0].key) || null;
+    if (!G.userMetric) { // the grid's main metric until the user picks one (it may appear late)
+      const known = G.cols.some((c) => c.key === G.metric);
+      G.metric = page.main_metric || (known ? G.metric : G.cols[0] && G.cols[0].key) || G.metric || null;
+    }
     gridMeta(page);
     setAxes();
     fillSelects();
@@ -1127,37 +1136,38 @@
     if (data && data.keys) G.curveKeys = data.keys;
   }
 
-  /** Curves of the chosen metric: embedded in a report, else from the server. */
+  /** Curves of the chosen metric: embedded in a report, else from the server (none to ask
+   * before the grid has a metric: the server knows no metric either). */
   async function loadCurves() {
-    if (REPORT) {
-      setCurves(G.metric ? G.embedded[G.metric] || null : null);
-      fillSelects();
-      drawCurves();
-      return;
-    }
-    try {
-      const { data } = await getJSON(curvesURL());
-      if (!G.metric && data.keys && data.keys.length) { // no column: the first metric seen
-        G.metric = data.keys[0];
-        setAxes();
-        refresh(false);
-        return loadCurves();
+    if (REPORT || !G.metric) {
+      setCurves(REPORT && G.metric ? G.embedded[G.metric] || null : null);
+    } else {
+      const asked = G.metric;
+      try {
+        const { data } = await getJSON(curvesURL());
+        if (asked !== G.metric) return; // the user switched meanwhile: that load draws
+        setCurves(data);
+      } catch (e) {
+        if (asked !== G.metric) return;
+        setCurves(null);
+        G.els.legend.textContent = e.message;
+        return;
       }
-      if (data.metric !== G.metric && G.metric) return; // the user switched meanwhile
-      setCurves(data);
-    } catch (e) {
-      setCurves(null);
-      G.els.legend.textContent = e.message;
     }
     fillSelects();
     drawCurves();
   }
 
+  /** A live update: the page and the curves, each on its own (a curve error keeps the rows). */
   async function pollGrid() {
-    const wanted = G.metric;
-    const [page, curves] = await Promise.all([getJSON(pageURL()), getJSON(curvesURL())]);
+    const asked = G.metric;
+    const curvesP = asked ? getJSON(curvesURL()).catch((e) => e) : Promise.resolve(null);
+    const page = await getJSON(pageURL());
     if (page.changed) setPage(page.data);
-    if (curves.changed && wanted === G.metric && (curves.data.metric === G.metric || !G.metric)) {
+    const curves = await curvesP;
+    if (asked !== G.metric) return loadCurves(); // a metric appeared (or the user chose one)
+    if (curves instanceof Error) throw curves;
+    if (curves && curves.changed) {
       setCurves(curves.data);
       fillSelects();
       drawCurves();
@@ -1261,12 +1271,14 @@
       logShown = true;
     };
     els.metric.addEventListener("change", () => { metric = els.metric.value; curves(); });
-    await Promise.all([curves(), log()]);
+    await Promise.allSettled([curves(), log()]);
     document.body.dataset.view = "xp";
     startPolling(async () => {
       const next = await getJSON(base);
       if (next.changed) keys = renderInfo(next.data, els);
-      await Promise.all([curves(), log()]);
+      const done = await Promise.allSettled([curves(), log()]); // one failing keeps the other
+      const failed = done.find((d) => d.status === "rejected");
+      if (failed) throw failed.reason;
     });
   }
 
