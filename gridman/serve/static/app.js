@@ -844,7 +844,9 @@
   }
 
   function gridMeta(page) {
-    const parts = [stateChips(page.states), h("span", { title: when(page.updated) }, page.updated ? " · updated " + ago(page.updated) : "")];
+    // a report is read later: its time as a date, a live page's as an age
+    const stamp = !page.updated ? "" : REPORT ? " · last update " + when(page.updated) : " · updated " + ago(page.updated);
+    const parts = [stateChips(page.states), h("span", { title: when(page.updated) }, stamp)];
     if (page.base && (Array.isArray(page.base) ? page.base.length : Object.keys(page.base).length)) {
       parts.push(h("span", { class: "mono" }, " · base: " + (Array.isArray(page.base) ? page.base.join(" ") : JSON.stringify(page.base))));
     }
