@@ -17,9 +17,12 @@ server's row cache, is reported apart; of the following loads the median of:
 Then the server's peak RSS (``VmHWM`` in /proc) after those loads. With curves (default), a
 project of ``--curves-xps`` XPs whose histories hold ``--curves-entries`` entries each is
 served; the benchmark opens its grid page (every XP's curve of the main metric, downsampled by
-the server), switches the chart's metric back and forth (fetch + draw, median) and reads the
-server's peak RSS again. Targets (issue 17): first table of 10,000 XPs <= 2 s, server <= 200
-MiB. Prints a Markdown table (or one JSON object with ``--json``), exits 0.
+the server) once on the fresh server (with what its two JSON requests took, from the page's
+resource timings: the rows, then the curves), then again in a fresh context (the server's
+caches warm), switches the chart's metric back and forth (fetch + draw, median), groups the
+curves by seed (mean ± std bands, computed in the page) and reads the server's peak RSS.
+Targets (issue 17): first table of 10,000 XPs <= 2 s, server <= 200 MiB. Prints a Markdown
+table (or one JSON object with ``--json``), exits 0.
 """
 
 from __future__ import annotations
@@ -100,28 +103,57 @@ def switch_metric(page: Any, metric: str, lines: int) -> float:
     return time.perf_counter() - start
 
 
+def open_curves_page(browser: Any, url: str, xps: int) -> tuple[Any, float]:
+    """Open the grid page in a fresh context and wait for every XP's line: (page, seconds)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    start = time.perf_counter()
+    page.goto(url, timeout=600_000)
+    wait_view(page, "grid", timeout_ms=600_000)
+    page.wait_for_function(f"() => window.gridman.curves.lines === {xps}", timeout=600_000)
+    return page, time.perf_counter() - start
+
+
+#: The page's own timings of its JSON requests: (path and query, seconds, bytes).
+API_TIMINGS = """() => performance.getEntriesByType('resource')
+    .filter(e => e.name.includes('/api/'))
+    .map(e => [new URL(e.name).pathname + new URL(e.name).search, e.duration / 1000,
+               e.encodedBodySize])"""
+
+
 def bench_curves(browser: Any, work: Path, xps: int, entries: int) -> dict[str, Any]:
-    project, built = build(work, xps, entries, "curves")
+    """Curves of ``xps`` XPs x ``entries`` entries: the first (cold) page open and what its
+    JSON requests took, a second open (the server's caches warm), metric and group switches."""
+    project, built = build(work, xps, entries, "long")
     with ServeProcess(project.root) as server:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        start = time.perf_counter()
-        page.goto(f"{server.base}/grid/{project.grid}", timeout=300_000)
-        wait_view(page, "grid", timeout_ms=300_000)
-        page.wait_for_function(f"() => window.gridman.curves.lines === {xps}", timeout=300_000)
-        opened = time.perf_counter() - start
+        url = f"{server.base}/grid/{project.grid}"
+        page, cold = open_curves_page(browser, url, xps)
+        requests = page.evaluate(API_TIMINGS)
+        page.context.close()
+        page, warm = open_curves_page(browser, url, xps)
         main = page.evaluate("window.gridman.curves.metric")
         other = "train.loss" if main != "train.loss" else "valid.acc"
         switches = [switch_metric(page, metric, xps) for metric in [other, main] * 2]
-        context.close()
+        start = time.perf_counter()
+        page.select_option("select#group-by", "seed")
+        page.wait_for_function("() => window.gridman.curves.bands > 0", polling="raf")
+        grouped = time.perf_counter() - start
+        page.context.close()
         peak = peak_rss_mib(server.pid)
+    rows = [r for r in requests if "/curves?" not in r[0]]
+    curves = [r for r in requests if "/curves?" in r[0]]
     return {
         "xps": xps,
         "entries": entries,
         "build_s": round(built, 2),
-        "open_s": round(opened, 3),
+        "open_cold_s": round(cold, 3),
+        "rows_cold_s": round(rows[0][1], 3) if rows else None,
+        "curves_cold_s": round(curves[0][1], 3) if curves else None,
+        "curves_mib": round(curves[0][2] / 2**20, 1) if curves else None,
+        "open_warm_s": round(warm, 3),
         "switch_s": round(statistics.median(switches), 3),
         "switches": [round(s, 3) for s in switches],
+        "group_s": round(grouped, 3),
         "server_peak_mib": round(peak, 1),
     }
 
@@ -155,10 +187,13 @@ def markdown(result: dict[str, Any]) -> list[str]:
     curves = result.get("curves")
     if curves:
         out += ["", *markdown_table(
-            ["curves", "page open, all lines (s)", "metric switch, median (s)",
-             "server peak RSS (MiB)"],
-            [[f"{curves['xps']:,} XPs x {curves['entries']:,} entries", f"{curves['open_s']:.3f}",
-              f"{curves['switch_s']:.3f}", f"{curves['server_peak_mib']:.1f}"]],
+            ["curves", "first open (s)", "of which rows / curves JSON (s)", "curves JSON (MiB)",
+             "second open (s)", "metric switch (s)", "group by seed (s)", "server peak (MiB)"],
+            [[f"{curves['xps']:,} XPs x {curves['entries']:,} entries",
+              f"{curves['open_cold_s']:.3f}",
+              f"{curves['rows_cold_s']} / {curves['curves_cold_s']}", f"{curves['curves_mib']}",
+              f"{curves['open_warm_s']:.3f}", f"{curves['switch_s']:.3f}",
+              f"{curves['group_s']:.3f}", f"{curves['server_peak_mib']:.1f}"]],
         )]  # fmt: skip
     return [*out, "", *verdicts(result)]
 
