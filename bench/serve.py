@@ -19,8 +19,8 @@ project of ``--curves-xps`` XPs whose histories hold ``--curves-entries`` entrie
 served; the benchmark opens its grid page (every XP's curve of the main metric, downsampled by
 the server) once on the fresh server (with what its two JSON requests took, from the page's
 resource timings: the rows, then the curves), then again in a fresh context (the server's
-caches warm), switches the chart's metric back and forth (fetch + draw, median), groups the
-curves by seed (mean ± std bands, computed in the page) and reads the server's peak RSS.
+caches warm), switches the chart's metric back and forth (fetch + draw, median; and the
+page's own ``drawMs`` of the canvas draw alone), groups the curves by seed (mean ± std bands, computed in the page) and reads the server's peak RSS.
 Targets (issue 17): first table of 10,000 XPs <= 2 s, server <= 200 MiB. Prints a Markdown
 table (or one JSON object with ``--json``), exits 0.
 """
@@ -133,7 +133,10 @@ def bench_curves(browser: Any, work: Path, xps: int, entries: int) -> dict[str, 
         page, warm = open_curves_page(browser, url, xps)
         main = page.evaluate("window.gridman.curves.metric")
         other = "train.loss" if main != "train.loss" else "valid.acc"
-        switches = [switch_metric(page, metric, xps) for metric in [other, main] * 2]
+        switches, draws = [], []
+        for metric in [other, main] * 2:
+            switches.append(switch_metric(page, metric, xps))
+            draws.append(page.evaluate("window.gridman.drawMs || 0") / 1000)  # canvas only
         start = time.perf_counter()
         page.select_option("select#group-by", "seed")
         page.wait_for_function("() => window.gridman.curves.bands > 0", polling="raf")
@@ -153,6 +156,7 @@ def bench_curves(browser: Any, work: Path, xps: int, entries: int) -> dict[str, 
         "open_warm_s": round(warm, 3),
         "switch_s": round(statistics.median(switches), 3),
         "switches": [round(s, 3) for s in switches],
+        "draw_s": round(statistics.median(draws), 3),
         "group_s": round(grouped, 3),
         "server_peak_mib": round(peak, 1),
     }
@@ -188,11 +192,13 @@ def markdown(result: dict[str, Any]) -> list[str]:
     if curves:
         out += ["", *markdown_table(
             ["curves", "first open (s)", "of which rows / curves JSON (s)", "curves JSON (MiB)",
-             "second open (s)", "metric switch (s)", "group by seed (s)", "server peak (MiB)"],
+             "second open (s)", "metric switch (s)", "of which draw (s)", "group by seed (s)",
+             "server peak (MiB)"],
             [[f"{curves['xps']:,} XPs x {curves['entries']:,} entries",
               f"{curves['open_cold_s']:.3f}",
               f"{curves['rows_cold_s']} / {curves['curves_cold_s']}", f"{curves['curves_mib']}",
               f"{curves['open_warm_s']:.3f}", f"{curves['switch_s']:.3f}",
+              f"{curves['draw_s']:.3f}",
               f"{curves['group_s']:.3f}", f"{curves['server_peak_mib']:.1f}"]],
         )]  # fmt: skip
     return [*out, "", *verdicts(result)]
