@@ -19,10 +19,10 @@ project of ``--curves-xps`` XPs whose histories hold ``--curves-entries`` entrie
 served; the benchmark opens its grid page (every XP's curve of the main metric, downsampled by
 the server) once on the fresh server (with what its two JSON requests took, from the page's
 resource timings: the rows, then the curves), then again in a fresh context (the server's
-caches warm), switches the chart's metric back and forth (fetch + draw, median; and the
-page's own ``drawMs`` of the canvas draw alone), groups the curves by seed (mean ± std bands, computed in the page) and reads the server's peak RSS.
-Targets (issue 17): first table of 10,000 XPs <= 2 s, server <= 200 MiB. Prints a Markdown
-table (or one JSON object with ``--json``), exits 0.
+caches warm), switches the chart's metric back and forth (fetch + draw, median; and the page's
+own ``drawMs`` of the canvas draw alone), groups the curves by seed (mean ± std bands, computed
+in the page) and reads the server's peak RSS. Targets (issue 17): first table of 10,000 XPs <= 2
+s, server <= 200 MiB. Prints a Markdown table (or one JSON object with ``--json``), exits 0.
 """
 
 from __future__ import annotations
