@@ -254,31 +254,30 @@ def _read_tail(folder: Path, parts: Sequence[str], size: int) -> tuple[int, byte
     """(file size, its last ``size`` bytes) of ``folder/parts...``, opened one component at a
     time without following any symbolic link, and only when it is a regular file."""
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(folder, flags | os.O_DIRECTORY)
+    fds = [os.open(folder, flags | os.O_DIRECTORY)]
     try:
         for name in parts[:-1]:
-            fd = _step(fd, name, flags | os.O_DIRECTORY)
-        fd = _step(fd, parts[-1], flags | os.O_NONBLOCK)
-        info_ = os.fstat(fd)
+            fds.append(_step(fds[-1], name, flags | os.O_DIRECTORY))
+        fds.append(_step(fds[-1], parts[-1], flags | os.O_NONBLOCK))
+        info_ = os.fstat(fds[-1])
         if not stat.S_ISREG(info_.st_mode):
             raise UnsafePathError(f"{folder.joinpath(*parts)} is not a regular file")
         start = max(0, info_.st_size - size)
-        return info_.st_size, os.pread(fd, size, start)
+        return info_.st_size, os.pread(fds[-1], size, start)
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
 
 
 def _step(fd: int, name: str, flags: int) -> int:
-    """Open ``name`` relative to ``fd``, closing ``fd``; a link (ELOOP, or ENOTDIR for a link
-    where a folder is wanted) is an UnsafePathError."""
+    """Open ``name`` relative to ``fd``; a link (ELOOP, or ENOTDIR for a link where a folder
+    is wanted) is an UnsafePathError."""
     try:
         return os.open(name, flags, dir_fd=fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafePathError(f"{name}: a symbolic link or not a folder; not served") from None
         raise
-    finally:
-        os.close(fd)
 
 
 def find_name(handles: Sequence[GridHandle], sig: str) -> Optional[str]:
