@@ -17,10 +17,10 @@ import json
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from ..core.link import HISTORY, JOURNAL, load_history
 from ..errors import UnknownXPError, UsageError
@@ -46,16 +46,6 @@ def points_param(text: Optional[str]) -> int:
     return value
 
 
-def _number(value: Any) -> Number:
-    """A plottable value: finite int or float (bools and text are not)."""
-    kind = type(value)
-    if kind is float:
-        return value if math.isfinite(value) else None
-    if kind is int:
-        return float(value)
-    return None
-
-
 def _flatten_into(entry: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
     for key, value in entry.items():
         if type(value) is dict and value:
@@ -65,21 +55,39 @@ def _flatten_into(entry: dict[str, Any], prefix: str, out: dict[str, Any]) -> No
 
 
 def columns(history: Sequence[Any]) -> dict[str, list[Number]]:
-    """Each flat metric key (first-seen order) -> its value in every entry (None: absent)."""
+    """Each flat metric key (first-seen order) -> its value in every entry (None: absent).
+    Two levels of nesting (``{"train": {"loss"}}``) are walked inline: this runs for every
+    entry of every history shown (10,000,000 for 1,000 XPs of 10,000 entries)."""
     cols: dict[str, list[Number]] = {}
     size = len(history)
-    flat: dict[str, Any] = {}
+    deeper: dict[str, Any] = {}
     for index, entry in enumerate(history):
         if type(entry) is not dict:
             continue
-        flat.clear()
-        _flatten_into(entry, "", flat)
-        for key, value in flat.items():
-            col = cols.get(key)
-            if col is None:
-                col = cols[key] = [None] * size
-            col[index] = _number(value)
+        for key, value in entry.items():
+            if type(value) is dict:
+                for sub, leaf in value.items():
+                    if type(leaf) is dict and leaf:
+                        deeper.clear()
+                        _flatten_into(leaf, f"{key}.{sub}.", deeper)
+                        for name, item in deeper.items():
+                            _put(cols, name, size, index, item)
+                    else:
+                        _put(cols, f"{key}.{sub}", size, index, leaf)
+            else:
+                _put(cols, key, size, index, value)
     return cols
+
+
+def _put(cols: dict[str, list[Number]], key: str, size: int, index: int, value: Any) -> None:
+    col = cols.get(key)
+    if col is None:
+        col = cols[key] = [None] * size
+    kind = type(value)
+    if kind is float:
+        col[index] = value if math.isfinite(value) else None
+    elif kind is int:
+        col[index] = float(value)
 
 
 def downsample(values: Sequence[Number], points: int) -> tuple[list[int], list[Number]]:
@@ -94,22 +102,21 @@ def downsample(values: Sequence[Number], points: int) -> tuple[list[int], list[N
     ys: list[Number] = []
     for b in range(buckets):
         start, stop = b * size // buckets, (b + 1) * size // buckets
-        low = high = -1
-        for i in range(start, stop):
-            v = values[i]
-            if v is None:
+        seg = values[start:stop]
+        if None in seg:
+            pairs = [(v, i) for i, v in enumerate(seg) if v is not None]
+            if not pairs:
+                xs.append(start + 1)
+                ys.append(None)
                 continue
-            if low < 0 or v < values[low]:  # type: ignore[operator]
-                low = i
-            if high < 0 or v > values[high]:  # type: ignore[operator]
-                high = i
-        if low < 0:
-            xs.append(start + 1)
-            ys.append(None)
-            continue
+            low, high = min(pairs)[1], max(pairs)[1]
+        else:
+            at = cast(Callable[[int], float], seg.__getitem__)  # no None in this bucket
+            low = min(range(len(seg)), key=at)
+            high = max(range(len(seg)), key=at)
         for i in sorted({low, high}):
-            xs.append(i + 1)
-            ys.append(values[i])
+            xs.append(start + i + 1)
+            ys.append(seg[i])
     return xs, ys
 
 

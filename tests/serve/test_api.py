@@ -169,3 +169,21 @@ def test_grid_added_while_serving_appears(server: ServeProcess, web: WebProject)
     finally:
         (web.root / "grids" / "late.py").unlink()
     assert get(server, "/api/grid/late")[0] == 404
+
+
+def test_downsample_keeps_each_buckets_extremes_and_gaps() -> None:
+    from gridman.serve.curves import columns, downsample
+
+    values = [float((i * 37) % 101) for i in range(1000)]
+    values[500:520] = [None] * 20
+    x, y = downsample(values, 40)
+    assert len(x) <= 40 and x == sorted(x)
+    for b in range(20):
+        seg = [v for v in values[b * 50 : (b + 1) * 50] if v is not None]
+        inside = [v for xi, v in zip(x, y) if b * 50 < xi <= (b + 1) * 50]
+        assert min(seg) in inside and max(seg) in inside
+    gap = [None] * 100
+    assert downsample(gap, 10) == ([1, 21, 41, 61, 81], [None] * 5)
+    cols = columns([{"a": {"b": 1, "c": {"d": float("nan")}}, "s": "text"}, {"e": 2}])
+    assert cols == {"a.b": [1.0, None], "a.c.d": [None, None], "s": [None, None],
+                    "e": [None, 2.0]}  # fmt: skip
