@@ -68,11 +68,21 @@ def serve(
         _check_grid(project, name, grids_dir, main)
     given = token if token is not None else os.environ.get(TOKEN_VAR) or None
     server = start(project, host, port, given, grids_dir, main)
-    url = server.url(f"grid/{name}" if name else "")
-    typer.echo(f"Serving {project.root.name} at {url}")
-    typer.echo("Press Ctrl-C to stop.")
-    sys.stdout.flush()
-    _serve_until_stopped(server)
+    # SIGTERM stops as Ctrl-C does, from before the URL is printed: whoever reads the URL
+    # may stop the server at once
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:  # (a signal may come as soon as the URL is out: the whole of it is inside)
+        url = server.url(f"grid/{name}" if name else "")
+        typer.echo(f"Serving {project.root.name} at {url}")
+        typer.echo("Press Ctrl-C to stop.")
+        sys.stdout.flush()
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.web.server_close()
+    stderr("gridman: stopped serving")
 
 
 def _check_grid(project: Any, name: str, grids_dir: Optional[str], main: Optional[str]) -> None:
@@ -85,21 +95,8 @@ def _check_grid(project: Any, name: str, grids_dir: Optional[str], main: Optiona
         raise unknown_grid(folder_of(project, grids_dir, main), name)
 
 
-def _serve_until_stopped(server: Any) -> None:
-    """Serve until Ctrl-C or SIGTERM, then close the socket; exits 0 (no traceback)."""
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        server.web.server_close()
-    stderr("gridman: stopped serving")
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def report(
