@@ -199,10 +199,11 @@ def grids_page(project: Project, summaries: list[dict[str, Any]]) -> dict[str, A
 
 
 def xp_page(
-    project: Project, main: Optional[str], sig: str, name: Optional[str] = None
+    project: Project, main: Optional[str], sig: str, where: Optional[tuple[str, str]] = None
 ) -> dict[str, Any]:
     """XPPage: ``gridman info --json``'s object (its job record read as it is) with each
-    attempt in short and the XP's name in a grid when one is known."""
+    attempt in short and, when ``where`` is known, the grid (``grid``) that holds it and the
+    XP's name there (``name``)."""
     folder = require_xp_folder(xp_root(project, main), sig)  # UnknownXPError when absent
     data = info(project, main, folder.name, refresh=False).to_json()
     attempts = (data.get("job") or {}).get("attempts") or []
@@ -211,8 +212,8 @@ def xp_page(
          "exit_code": a.get("exit_code"), "start": a.get("started"), "end": a.get("ended")}
         for a in attempts if isinstance(a, dict)
     ]  # fmt: skip
-    if name is not None:
-        data["name"] = name
+    if where is not None:
+        data["grid"], data["name"] = where
     return {"version": VERSION, **data}
 
 
@@ -280,10 +281,10 @@ def _step(fd: int, name: str, flags: int) -> int:
         raise
 
 
-def find_name(handles: Sequence[GridHandle], sig: str) -> Optional[str]:
-    """The XP's name in the first opened grid that holds it."""
+def find_name(handles: Sequence[GridHandle], sig: str) -> Optional[tuple[str, str]]:
+    """(grid, name): the first opened grid that holds the XP, and its name there."""
     for handle in handles:
         found = handle.sig_names().get(sig)
         if found is not None:
-            return found
+            return handle.session.grid.name, found
     return None

@@ -141,8 +141,8 @@ class Site:
     def xp(self, sig: str) -> dict[str, Any]:
         folder = self.check_sig(sig)
         with self._lock:
-            name = data.find_name(list(self._handles.values()), folder.name)
-        return data.xp_page(self.project, self.main, folder.name, name)
+            where = data.find_name(list(self._handles.values()), folder.name)
+        return data.xp_page(self.project, self.main, folder.name, where)
 
     def xp_curves(self, sig: str, metric: Optional[str], points: int) -> str:
         folder = self.check_sig(sig)

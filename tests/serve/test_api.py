@@ -133,6 +133,10 @@ def test_xp_page_has_attempts_and_log(server: ServeProcess, web: WebProject) -> 
     full = (web.folders[FAILED] / "log" / "2.log").read_bytes()
     assert log["size"] == len(full) and log["text"].encode() == full[-20:]
     assert get_json(server, f"/api/xp/{web.sigs[NEW]}/log")["path"] is None
+    get_json(server, "/api/grid/sweep")  # once the grid is opened, the XP page names it
+    again = get_json(server, f"/api/xp/{web.sigs[FAILED]}")
+    grid = get_json(server, "/api/grid/sweep")
+    assert again["grid"] == "sweep" and again["name"] == grid["rows"][FAILED]["name"]
 
 
 def tree_hashes(root: Path) -> dict[str, str]:

@@ -253,7 +253,9 @@ def test_xp_page_shows_argv_attempts_and_log_tail(
     page: Page, server: ServeProcess, web: WebProject
 ) -> None:
     sig = web.sigs[RETRIED]
+    api(server, "/api/grid/sweep")  # the grid is open in the server: the XP page names it
     data = api(server, f"/api/xp/{sig}")
+    assert data["grid"] == "sweep"
     page.goto(f"{server.base}/xp/{sig}")
     wait_view(page, "xp")
     argv = page.inner_text("#xp-argv")
@@ -267,6 +269,9 @@ def test_xp_page_shows_argv_attempts_and_log_tail(
     assert f"xp {sig} starts" in log and f"epoch {ENTRIES}: acc" in log
     page.wait_for_function("() => window.gridman.curves.lines === 1")
     assert canvas_ink(page) > 100
+    page.click("#crumbs a[href^='/grid/sweep']")  # the way back to its grid
+    wait_view(page, "grid")
+    assert page.locator(f"tbody tr[data-sig='{sig}']").count() == 1
 
 
 def test_screenshots_of_every_view(

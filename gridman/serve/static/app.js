@@ -1234,6 +1234,8 @@
     crumbs([["grids", "/"], [sig, null]]);
     const base = `/api/xp/${sig}`;
     const first = await getJSON(base);
+    const grid = first.data.grid;  // the opened grid that holds it, when the server knows one
+    if (grid) crumbs([["grids", "/"], [grid, `/grid/${encodeURIComponent(grid)}`], [sig, null]]);
     const els = {
       title: h("h1"), meta: h("dl", { class: "kv" }), argv: h("pre", { id: "xp-argv" }),
       delta: h("table", { id: "xp-delta" }), attempts: h("table", { id: "xp-attempts" }),
