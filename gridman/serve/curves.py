@@ -146,6 +146,13 @@ class _Entry:
     empty: str  # the curve of a metric this XP lacks
 
 
+def _first_metric(keys: Sequence[str]) -> Optional[str]:
+    """The first key that is not a counter, else the first key (None without any)."""
+    counters = ("epoch", "epochs", "step", "steps")
+    first = keys[0] if keys else None
+    return next((k for k in keys if k.rpartition(".")[2] not in counters), first)
+
+
 class CurveStore:
     """Downsampled curves of XP folders, recomputed only when a history file changed."""
 
@@ -178,12 +185,17 @@ class CurveStore:
         return list(dict.fromkeys(k for e in entries for k in e.keys))
 
     def curves(
-        self, xps: Sequence[tuple[str, Path]], metric: Optional[str], points: int
+        self, xps: Sequence[tuple[str, Path]], metric: Optional[str], points: int,
+        default: Optional[str] = None,
     ) -> str:  # fmt: skip
         """The Curves JSON text of ``metric`` for these (sig, folder) pairs, in their order.
-        An unknown metric (no history has it) raises UnknownXPError (a 404)."""
+        Without ``metric``: ``default`` (the grid's main metric) when a history has it, else
+        the first key that is not a counter (epoch, step). An unknown metric (no history has
+        it) raises UnknownXPError (a 404)."""
         entries = [self._entry(sig, folder, points) for sig, folder in xps]
         keys = list(dict.fromkeys(k for e in entries for k in e.keys))
+        if metric is None:
+            metric = default if default in keys else _first_metric(keys)
         if metric is None or (keys and metric not in keys):
             known = ", ".join(keys[:20]) or "none yet"
             raise UnknownXPError(f"no metric {str(metric)[:80]!r} in these histories",

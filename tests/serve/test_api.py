@@ -106,6 +106,11 @@ def test_curves_downsampled_keep_min_and_max(server: ServeProcess, web: WebProje
     assert data["curves"][NEW]["x"] == []  # never ran: no history
     one = get_json(server, f"/api/xp/{web.sigs[0]}/curves?metric=valid.acc&points=5000")
     assert len(one["curves"][0]["y"]) == 3000  # short enough: every entry
+    # No metric asked: the first metric of the histories that is not a counter (epoch)
+    plain = get_json(server, "/api/grid/sweep/curves?points=100")
+    assert plain["metric"] == "train.loss" and plain["curves"] == data["curves"]
+    status, _, _ = get(server, "/api/grid/sweep/curves?metric=nope")
+    assert status == 404
 
 
 def test_pushed_metric_changes_the_etag_and_shows(server: ServeProcess, web: WebProject) -> None:
