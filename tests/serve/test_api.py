@@ -196,3 +196,24 @@ def test_downsample_keeps_each_buckets_extremes_and_gaps() -> None:
     cols = columns([{"a": {"b": 1, "c": {"d": float("nan")}}, "s": "text"}, {"e": 2}])
     assert cols == {"a.b": [1.0, None], "a.c.d": [None, None], "s": [None, None],
                     "e": [None, 2.0]}  # fmt: skip
+
+
+def test_worker_processes_compute_the_same_curves(web: WebProject) -> None:
+    """Many stale histories are read by worker processes: the same entries, in order, as
+    this process computes (a damaged and a missing history included)."""
+    from gridman.serve.curves import _file_key, compute, compute_all
+
+    folders = list(web.folders) * 6  # 36 jobs, some folders twice
+    broken = web.folders[0].parent / "broken"
+    broken.mkdir(exist_ok=True)
+    (broken / "history.json").write_text("{not json", encoding="utf8")
+    folders += [broken, web.folders[0].parent / "absent"]
+    jobs = []
+    for i, folder in enumerate(folders):
+        where = str(folder)
+        key = (_file_key(f"{where}/history.json"), _file_key(f"{where}/history.jsonl"))
+        jobs.append((f"{i:08x}", where, key, 50 + i))
+    pooled = compute_all(jobs, pool_min=2)
+    assert pooled == [compute(job) for job in jobs]
+    assert pooled[0].size == 3000 and len(pooled[0].texts) == 3  # train.loss, valid.acc, epoch
+    assert pooled[-1].size == 0 and pooled[-2].size == 0 and pooled[-2].keys == []
