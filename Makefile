@@ -23,6 +23,7 @@ demo: $(VENV)/.base
 	@echo
 	@echo "Done. gridman is installed in .venv, which is not on your PATH. To go on:"
 	@echo "  . .venv/bin/activate        # then: gridman grid demo, gridman info --sig SIG"
+	@echo "  gridman serve demo          # the web view: table, curves, parallel coordinates"
 	@echo "  python examples/search.py   # an Evaluator search loop (see README)"
 
 lint: $(VENV)/.test
