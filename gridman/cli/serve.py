@@ -76,6 +76,7 @@ def serve(
         typer.echo(f"Serving {project.root.name} at {url}")
         typer.echo("Press Ctrl-C to stop.")
         sys.stdout.flush()
+        server.warm_up(name)  # the grid's rows ready before the browser asks for them
         server.serve_forever()
     except KeyboardInterrupt:
         pass

@@ -153,6 +153,7 @@ _Job = tuple[str, str, tuple[FileKey, FileKey], int]
 #: entries took half a minute in one process. Their memory is theirs, not the server's.
 POOL_MIN = 64
 POOL_WORKERS = 8
+POOL_SLICE = 100
 
 
 def compute(job: _Job) -> _Entry:
@@ -180,14 +181,15 @@ def compute_all(jobs: Sequence[_Job], pool_min: int = POOL_MIN) -> list[_Entry]:
 
 
 def _in_workers(jobs: Sequence[_Job], workers: int) -> Optional[list[_Entry]]:
-    """The jobs cut into ``workers`` slices, each computed by ``python -m
+    """The jobs in slices of :data:`POOL_SLICE`, each computed by ``python -m
     gridman.serve.curves`` (a fresh interpreter: nothing of the server's threads or of its
-    main module is forked or imported again); None when any of them fails."""
+    main module is forked or imported again), ``workers`` at a time; None when one fails.
+    Small slices keep what the server holds at once small (their curves' JSON text)."""
     import concurrent.futures
     import subprocess
     import sys
 
-    slices = [list(jobs[i::workers]) for i in range(workers)]
+    slices = [list(jobs[i : i + POOL_SLICE]) for i in range(0, len(jobs), POOL_SLICE)]
 
     def run(part: list[_Job]) -> Optional[list[_Entry]]:
         try:
@@ -195,20 +197,19 @@ def _in_workers(jobs: Sequence[_Job], workers: int) -> Optional[list[_Entry]]:
                                   input=json.dumps(part).encode(), capture_output=True,
                                   timeout=3600, check=True)  # fmt: skip
             entries = [_Entry(**item) for item in json.loads(done.stdout)]
-            for entry in entries:  # JSON gave lists: the cache compares tuples
-                entry.key = tuple(tuple(k) if k else None for k in entry.key)  # type: ignore
-            return entries
         except (OSError, ValueError, TypeError, subprocess.SubprocessError):
             return None
+        for entry in entries:  # JSON gave lists: the cache compares tuples
+            entry.key = tuple(tuple(k) if k else None for k in entry.key)  # type: ignore
+        return entries if len(entries) == len(part) else None
 
+    out: list[_Entry] = []
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(run, slices))
-    if any(p is None or len(p) != len(s) for p, s in zip(parts, slices)):
-        return None
-    out: list[Optional[_Entry]] = [None] * len(jobs)
-    for i, part in enumerate(parts):
-        out[i::workers] = part  # type: ignore[assignment]
-    return out  # type: ignore[return-value]
+        for found in pool.map(run, slices):
+            if found is None:
+                return None
+            out.extend(found)
+    return out
 
 
 def _worker_main() -> None:

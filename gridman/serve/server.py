@@ -21,6 +21,7 @@ import http.cookies
 import ipaddress
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +48,8 @@ SHELL = "index.html"
 COOKIE = "gridman_token"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 _MAX_NAME = 200
+#: Seconds during which a grid opened at start serves the first page load as it is.
+WARM_FOR = 60.0
 # The page loads its own script and style only; inline styles set by the script are allowed.
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -92,6 +95,7 @@ class Site:
         self.main = main
         self.curves = CurveStore()
         self._handles: dict[str, data.GridHandle] = {}
+        self._warm: dict[str, float] = {}  # opened ahead of the first page load: when
         self._lock = threading.RLock()  # one view computed at a time: rows share sessions
 
     def grid_names(self) -> list[str]:
@@ -112,10 +116,25 @@ class Site:
     def handle(self, name: str, reopen: bool) -> data.GridHandle:
         with self._lock:
             found = self._handles.get(name)
+            opened = self._warm.pop(name, None)
+            if opened is not None and time.monotonic() - opened < WARM_FOR:
+                reopen = False  # opened moments ago for this very load: not again
             if found is None or reopen:
                 found = data.open_handle(self.project, name, self.grids_dir, self.main)
                 self._handles[name] = found
             return found
+
+    def warm_up(self, name: Optional[str]) -> None:
+        """Open grid ``name`` (else every grid) and compute its rows, filling the row cache,
+        so that the first page load finds them ready. Errors are left for that load to show."""
+        names = [name] if name else self.grid_names()
+        for each in names:
+            try:
+                with self._lock:
+                    data.grid_page(self.handle(each, reopen=False))
+                    self._warm[each] = time.monotonic()
+            except Exception:  # the page load that follows opens it again and reports it
+                pass
 
     def grids(self, reopen: bool) -> dict[str, Any]:
         summaries = []
@@ -420,6 +439,13 @@ class Server:
 
     def serve_forever(self) -> None:
         self.web.serve_forever(poll_interval=0.2)
+
+    def warm_up(self, name: Optional[str] = None) -> threading.Thread:
+        """Start :meth:`Site.warm_up` in a daemon thread (the server answers meanwhile)."""
+        thread = threading.Thread(target=self.web.site.warm_up, args=(name,), daemon=True,
+                                  name="gridman-serve-warm-up")  # fmt: skip
+        thread.start()
+        return thread
 
     def shutdown(self) -> None:
         """Stop serve_forever (from another thread) and close the socket."""
